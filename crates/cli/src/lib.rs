@@ -1,0 +1,274 @@
+//! The `flagforge` command line: check, build, inspect, eval, test and the demo.
+//!
+//! Every command is a function here so tests can call it; `main.rs` only parses arguments.
+
+pub mod conformance;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use flagforge_protocol::{value::context_from_json, Context, Manifest, Value};
+use serde_json::{json, Map as JsonMap, Value as Json};
+use wasm_host::{Host, Limits, LoadedModule};
+
+/// flagforge: feature-flag rules compiled to one sandboxed WebAssembly module.
+#[derive(Debug, Parser)]
+#[command(name = "flagforge", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate rule files; exits non-zero with file:line:col errors.
+    Check {
+        /// A ruleset directory or a single rule file.
+        path: PathBuf,
+    },
+    /// Compile a ruleset into a module; prints its sha256 and size.
+    Build {
+        /// A ruleset directory or a single rule file.
+        path: PathBuf,
+        /// Where to write the module.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Print a module's manifest as JSON.
+    Inspect {
+        /// The module.
+        module: PathBuf,
+    },
+    /// Evaluate flags of a module for a context; prints JSON.
+    Eval {
+        /// The module.
+        module: PathBuf,
+        /// The context: inline JSON, or @file.json.
+        #[arg(long, default_value = "{}")]
+        context: String,
+        /// Evaluate only this flag (default: every flag, as an object keyed by flag key).
+        #[arg(long)]
+        flag: Option<String>,
+        /// Add which rule and conditions decided each result.
+        #[arg(long)]
+        explain: bool,
+        /// Time to evaluate at (RFC 3339). When the schema declares `now: timestamp` and the
+        /// context has none, the current time is used.
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Run the test cases in DIR/tests through the module in wasmtime AND natively.
+    Test {
+        /// A ruleset directory.
+        path: PathBuf,
+    },
+    /// Build the examples and show decisions for realistic contexts (the main job).
+    Demo {
+        /// The examples directory.
+        #[arg(long, default_value = "rules-examples")]
+        examples: PathBuf,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check { path } => check(&path),
+        Command::Build { path, out } => build(&path, &out),
+        Command::Inspect { module } => {
+            println!("{}", serde_json::to_string_pretty(&inspect(&module)?)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            module,
+            context,
+            flag,
+            explain,
+            now,
+        } => {
+            let out = eval(&module, &context, flag.as_deref(), explain, now.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { path } => {
+            let report = conformance::run_dir(&path)?;
+            report.print();
+            Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Demo { examples } => demo::run(&examples).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn check(path: &Path) -> Result<ExitCode> {
+    match flagforge_compiler::check_path(path) {
+        Ok(ir) => {
+            println!(
+                "ok: ruleset `{}`: {} flags, {} context attributes",
+                ir.name,
+                ir.flags.len(),
+                ir.schema.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn build(path: &Path, out: &Path) -> Result<ExitCode> {
+    let compiled = match flagforge_compiler::compile_path(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    std::fs::write(out, &compiled.module).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "built ruleset `{}` ({} flags) -> {}",
+        compiled.ir.name,
+        compiled.ir.flags.len(),
+        out.display()
+    );
+    println!("sha256 {}", compiled.sha256);
+    println!("size {} bytes", compiled.module.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads a module file into a default host.
+pub fn load_module(path: &Path) -> Result<LoadedModule> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let host = Host::new(Limits::default())?;
+    host.load(&bytes)
+        .with_context(|| format!("loading {}", path.display()))
+}
+
+/// The manifest of a module file as JSON (what `flagforge inspect` prints).
+pub fn inspect(path: &Path) -> Result<Json> {
+    let module = load_module(path)?;
+    Ok(manifest_json(
+        module.manifest(),
+        &module.sha256_hex(),
+        module.size(),
+    ))
+}
+
+fn manifest_json(m: &Manifest, sha256: &str, size: usize) -> Json {
+    let flags: Vec<Json> = m
+        .flags
+        .iter()
+        .map(|f| {
+            let variants: JsonMap<String, Json> = f
+                .variants
+                .iter()
+                .map(|v| (v.name.clone(), v.value.to_json()))
+                .collect();
+            let mut o = json!({
+                "key": f.key,
+                "kind": f.kind.as_str(),
+                "owner": f.owner,
+                "expires": f.expires,
+                "description": f.description,
+                "variants": variants,
+                "default": f.default,
+                "on_error": f.on_error,
+                "static": f.is_static,
+                "reads": f.reads,
+            });
+            if let Some(obj) = o.as_object_mut() {
+                if !f.states.is_empty() {
+                    obj.insert("states".into(), json!(f.states));
+                }
+                if !f.prerequisites.is_empty() {
+                    obj.insert("prerequisites".into(), json!(f.prerequisites));
+                }
+                if f.lifecycle != flagforge_protocol::Lifecycle::default() {
+                    obj.insert(
+                        "lifecycle".into(),
+                        serde_json::to_value(&f.lifecycle).unwrap_or(Json::Null),
+                    );
+                }
+            }
+            o
+        })
+        .collect();
+    json!({
+        "ruleset": m.ruleset,
+        "sha256": sha256,
+        "size": size,
+        "abi_version": m.abi_version,
+        "compiler": m.compiler,
+        "context": m.context.iter().map(|a| (a.name.clone(), Json::String(a.ty.clone()))).collect::<JsonMap<_, _>>(),
+        "flags": flags,
+    })
+}
+
+/// Parses a `--context` argument: inline JSON or `@file`.
+pub fn parse_context(arg: &str) -> Result<Context> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading context file {path}"))?
+        }
+        None => arg.to_owned(),
+    };
+    let json: Json = serde_json::from_str(&text).context("context is not valid JSON")?;
+    Ok(context_from_json(&json)?)
+}
+
+/// Adds `now` when the schema declares it as a timestamp and the context lacks it.
+pub fn with_now(manifest: &Manifest, ctx: &mut Context, now: Option<&str>) -> Result<()> {
+    let declared = manifest
+        .context
+        .iter()
+        .any(|a| a.name == "now" && a.ty == "timestamp");
+    if let Some(now) = now {
+        if evaluator_core::time::parse_timestamp(now).is_none() {
+            bail!("--now `{now}` is not an RFC 3339 timestamp");
+        }
+        ctx.insert("now".into(), Value::String(now.to_owned()));
+    } else if declared && !ctx.contains_key("now") {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64 * 1_000_000_000)
+            .unwrap_or(0);
+        ctx.insert(
+            "now".into(),
+            Value::String(evaluator_core::time::format_timestamp(nanos)),
+        );
+    }
+    Ok(())
+}
+
+/// What `flagforge eval` prints.
+pub fn eval(
+    module: &Path,
+    context: &str,
+    flag: Option<&str>,
+    explain: bool,
+    now: Option<&str>,
+) -> Result<Json> {
+    let module = load_module(module)?;
+    let mut ctx = parse_context(context)?;
+    with_now(module.manifest(), &mut ctx, now)?;
+    Ok(match flag {
+        Some(key) => serde_json::to_value(module.evaluate(key, &ctx, explain))?,
+        None => {
+            let all = module.evaluate_all(&ctx, explain);
+            Json::Object(
+                all.into_iter()
+                    .map(|r| Ok((r.key.clone(), serde_json::to_value(r)?)))
+                    .collect::<Result<_>>()?,
+            )
+        }
+    })
+}

@@ -1,0 +1,705 @@
+//! Expressions: parse with `cel-parser`, type-check against the declared context schema, and
+//! lower to the evaluator's [`Expr`]. Literal lists and member segments become sorted sets.
+
+use std::collections::{BTreeSet, HashMap};
+
+use cel_parser::{ArithmeticOp, Atom, Expression, Member, RelationOp, UnaryOp};
+use evaluator_core::ir::{ArithOp, CmpOp, Expr, Lit, SetIr, StrOp, Ty};
+use evaluator_core::time;
+
+/// Deepest expression nesting accepted (guards the compiler's and the evaluator's stacks).
+pub(crate) const MAX_EXPR_DEPTH: usize = 64;
+
+/// A failed expression, with an optional token to point at.
+#[derive(Debug)]
+pub(crate) struct ExprError {
+    pub message: String,
+    /// Text to locate inside the expression for the column.
+    pub needle: Option<String>,
+    /// Exact 0-based char offset inside the expression, when the parser gives one.
+    pub offset: Option<usize>,
+}
+
+fn err(message: impl Into<String>, needle: Option<&str>) -> ExprError {
+    ExprError {
+        message: message.into(),
+        needle: needle.map(str::to_owned),
+        offset: None,
+    }
+}
+
+/// How a segment is referenced from expressions.
+#[derive(Debug, Clone)]
+pub(crate) enum SegRef {
+    /// A member list: index of its set and the element type.
+    Members { set: u32, ty: Ty },
+    /// A named condition: index into the segment table and the attributes it reads.
+    Expr { index: u32, reads: BTreeSet<String> },
+}
+
+/// Tables shared by every expression of a ruleset.
+#[derive(Debug, Default)]
+pub(crate) struct Tables {
+    pub sets: Vec<SetIr>,
+    set_index: HashMap<String, u32>,
+    pub patterns: Vec<String>,
+    pub semvers: Vec<String>,
+}
+
+impl Tables {
+    pub(crate) fn intern_set(&mut self, set: SetIr) -> u32 {
+        let key = format!("{set:?}");
+        if let Some(&i) = self.set_index.get(&key) {
+            return i;
+        }
+        let i = self.sets.len() as u32;
+        self.sets.push(set);
+        self.set_index.insert(key, i);
+        i
+    }
+
+    fn intern_pattern(&mut self, p: &str) -> u32 {
+        match self.patterns.iter().position(|x| x == p) {
+            Some(i) => i as u32,
+            None => {
+                self.patterns.push(p.to_owned());
+                (self.patterns.len() - 1) as u32
+            }
+        }
+    }
+
+    fn intern_semver(&mut self, v: &str) -> Result<u32, ExprError> {
+        semver::Version::parse(v).map_err(|e| {
+            err(
+                format!("`{v}` is not a semantic version (SemVer 2.0): {e}"),
+                Some(v),
+            )
+        })?;
+        Ok(match self.semvers.iter().position(|x| x == v) {
+            Some(i) => i as u32,
+            None => {
+                self.semvers.push(v.to_owned());
+                (self.semvers.len() - 1) as u32
+            }
+        })
+    }
+}
+
+/// Names an expression may refer to.
+pub(crate) struct Env<'a> {
+    pub attrs: &'a HashMap<String, (u32, Ty)>,
+    pub segments: &'a HashMap<String, SegRef>,
+    pub tables: &'a mut Tables,
+    pub reads: BTreeSet<String>,
+}
+
+/// Parses and lowers a boolean condition.
+pub(crate) fn compile_condition(text: &str, env: &mut Env) -> Result<Expr, ExprError> {
+    let ast = cel_parser::parse(text).map_err(|e| {
+        let offset = e
+            .span
+            .start
+            .as_ref()
+            .map(|l| l.absolute)
+            .map(|abs| text.get(..abs).map_or(abs, |s| s.chars().count()));
+        let mut message = format!("invalid expression: {}", e.msg.trim_end_matches('.'));
+        if !e.expected.is_empty() {
+            message.push_str(&format!("; expected one of {}", e.expected.join(", ")));
+        }
+        ExprError {
+            message,
+            needle: None,
+            offset,
+        }
+    })?;
+    if too_deep(&ast, 0) {
+        return Err(err(
+            format!("expression is nested more than {MAX_EXPR_DEPTH} levels deep"),
+            None,
+        ));
+    }
+    let (e, ty) = env.lower(&ast)?;
+    if ty != Ty::Bool {
+        return Err(err(
+            format!(
+                "a condition must be a bool, but this expression is {}",
+                ty.name()
+            ),
+            None,
+        ));
+    }
+    Ok(e)
+}
+
+fn too_deep(e: &Expression, depth: usize) -> bool {
+    if depth > MAX_EXPR_DEPTH {
+        return true;
+    }
+    let d = depth + 1;
+    match e {
+        Expression::Arithmetic(a, _, b)
+        | Expression::Relation(a, _, b)
+        | Expression::Or(a, b)
+        | Expression::And(a, b) => too_deep(a, d) || too_deep(b, d),
+        Expression::Ternary(a, b, c) => too_deep(a, d) || too_deep(b, d) || too_deep(c, d),
+        Expression::Unary(_, a) => too_deep(a, d),
+        Expression::Member(a, m) => {
+            too_deep(a, d)
+                || match m.as_ref() {
+                    Member::Index(i) => too_deep(i, d),
+                    Member::Fields(fs) => fs.iter().any(|(_, f)| too_deep(f, d)),
+                    Member::Attribute(_) => false,
+                }
+        }
+        Expression::FunctionCall(f, t, args) => {
+            too_deep(f, d)
+                || t.as_ref().is_some_and(|t| too_deep(t, d))
+                || args.iter().any(|a| too_deep(a, d))
+        }
+        Expression::List(xs) => xs.iter().any(|x| too_deep(x, d)),
+        Expression::Map(kv) => kv.iter().any(|(k, v)| too_deep(k, d) || too_deep(v, d)),
+        Expression::Atom(_) | Expression::Ident(_) => false,
+    }
+}
+
+fn numeric(t: Ty) -> bool {
+    matches!(t, Ty::Int | Ty::Number)
+}
+
+fn describe(e: &Expression) -> String {
+    match e {
+        Expression::Ident(n) => format!("`{n}`"),
+        Expression::Atom(Atom::String(s)) => format!("\"{s}\""),
+        Expression::Atom(Atom::Int(i)) => i.to_string(),
+        Expression::Atom(Atom::Float(f)) => f.to_string(),
+        Expression::Atom(Atom::Bool(b)) => b.to_string(),
+        _ => "this operand".into(),
+    }
+}
+
+fn needle_of(e: &Expression) -> Option<String> {
+    match e {
+        Expression::Ident(n) => Some(n.to_string()),
+        Expression::Atom(Atom::String(s)) => Some(s.to_string()),
+        Expression::FunctionCall(f, _, _) => match f.as_ref() {
+            Expression::Ident(n) => Some(n.to_string()),
+            _ => None,
+        },
+        Expression::Member(t, _) => needle_of(t),
+        _ => None,
+    }
+}
+
+impl Env<'_> {
+    fn lower(&mut self, e: &Expression) -> Result<(Expr, Ty), ExprError> {
+        match e {
+            Expression::Atom(a) => lit(a).map(|(l, t)| (Expr::Lit(l), t)),
+            Expression::Ident(name) => {
+                let (slot, ty) = self.attr(name)?;
+                Ok((Expr::Attr(slot), ty))
+            }
+            Expression::And(..) | Expression::Or(..) => {
+                let is_and = matches!(e, Expression::And(..));
+                let mut parts = Vec::new();
+                flatten(e, is_and, &mut parts);
+                let mut out = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let (x, t) = self.lower(p)?;
+                    if t != Ty::Bool {
+                        return Err(err(
+                            format!(
+                                "`{}` needs bool operands, but {} is {}",
+                                if is_and { "&&" } else { "||" },
+                                describe(p),
+                                t.name()
+                            ),
+                            needle_of(p).as_deref(),
+                        ));
+                    }
+                    out.push(x);
+                }
+                Ok((
+                    if is_and {
+                        Expr::And(out)
+                    } else {
+                        Expr::Or(out)
+                    },
+                    Ty::Bool,
+                ))
+            }
+            Expression::Unary(op, a) => {
+                let (x, t) = self.lower(a)?;
+                match op {
+                    UnaryOp::Not if t == Ty::Bool => Ok((Expr::Not(Box::new(x)), Ty::Bool)),
+                    UnaryOp::DoubleNot if t == Ty::Bool => Ok((x, t)),
+                    UnaryOp::Not | UnaryOp::DoubleNot => Err(err(
+                        format!("`!` needs a bool, but {} is {}", describe(a), t.name()),
+                        needle_of(a).as_deref(),
+                    )),
+                    UnaryOp::Minus | UnaryOp::DoubleMinus => {
+                        let negate = matches!(op, UnaryOp::Minus);
+                        match (x, negate) {
+                            (x, false) => Ok((x, t)),
+                            (Expr::Lit(Lit::Int(i)), true) => Ok((Expr::Lit(Lit::Int(-i)), t)),
+                            (Expr::Lit(Lit::Float(f)), true) => Ok((Expr::Lit(Lit::Float(-f)), t)),
+                            (Expr::Lit(Lit::Duration(d)), true) => {
+                                Ok((Expr::Lit(Lit::Duration(-d)), t))
+                            }
+                            _ => Err(err(
+                                "unary `-` applies only to number and duration literals",
+                                None,
+                            )),
+                        }
+                    }
+                }
+            }
+            Expression::Ternary(c, a, b) => {
+                let (c2, tc) = self.lower(c)?;
+                if tc != Ty::Bool {
+                    return Err(err(
+                        "the condition of `? :` must be a bool",
+                        needle_of(c).as_deref(),
+                    ));
+                }
+                let (a2, ta) = self.lower(a)?;
+                let (b2, tb) = self.lower(b)?;
+                let t = unify(ta, tb).ok_or_else(|| {
+                    err(
+                        format!(
+                            "the branches of `? :` have different types: {} and {}",
+                            ta.name(),
+                            tb.name()
+                        ),
+                        None,
+                    )
+                })?;
+                Ok((Expr::Cond(Box::new(c2), Box::new(a2), Box::new(b2)), t))
+            }
+            Expression::Arithmetic(a, op, b) => self.arith(a, op, b),
+            Expression::Relation(a, RelationOp::In, b) => self.membership(a, b),
+            Expression::Relation(a, op, b) => self.compare(a, op, b),
+            Expression::FunctionCall(f, target, args) => self.call(f, target.as_deref(), args),
+            Expression::Member(t, _) => Err(err(
+                "field access is not supported: declare each attribute at the top of `context`",
+                needle_of(t).as_deref(),
+            )),
+            Expression::List(_) => Err(err("a list may only appear on the right of `in`", None)),
+            Expression::Map(_) => Err(err("map literals are not supported in conditions", None)),
+        }
+    }
+
+    fn attr(&mut self, name: &str) -> Result<(u32, Ty), ExprError> {
+        match self.attrs.get(name) {
+            Some(&(slot, ty)) => {
+                self.reads.insert(name.to_owned());
+                Ok((slot, ty))
+            }
+            None => {
+                let mut known: Vec<&str> = self.attrs.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                Err(err(
+                    format!(
+                        "unknown attribute `{name}`; declare it under `context` (declared: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                    Some(name),
+                ))
+            }
+        }
+    }
+
+    fn compare(
+        &mut self,
+        a: &Expression,
+        op: &RelationOp,
+        b: &Expression,
+    ) -> Result<(Expr, Ty), ExprError> {
+        let (mut ea, mut ta) = self.lower(a)?;
+        let (mut eb, mut tb) = self.lower(b)?;
+        if ta == Ty::String {
+            if let Some(x) = self.coerce(&ea, tb)? {
+                ea = x;
+                ta = tb;
+            }
+        }
+        if tb == Ty::String {
+            if let Some(x) = self.coerce(&eb, ta)? {
+                eb = x;
+                tb = ta;
+            }
+        }
+        let ok = (numeric(ta) && numeric(tb)) || (ta == tb && ta.element().is_none());
+        if !ok {
+            return Err(err(
+                format!(
+                    "cannot compare {} ({}) with {} ({})",
+                    describe(a),
+                    ta.name(),
+                    describe(b),
+                    tb.name()
+                ),
+                needle_of(b).or_else(|| needle_of(a)).as_deref(),
+            ));
+        }
+        let op = match op {
+            RelationOp::Equals => CmpOp::Eq,
+            RelationOp::NotEquals => CmpOp::Ne,
+            RelationOp::LessThan => CmpOp::Lt,
+            RelationOp::LessThanEq => CmpOp::Le,
+            RelationOp::GreaterThan => CmpOp::Gt,
+            RelationOp::GreaterThanEq => CmpOp::Ge,
+            RelationOp::In => unreachable_in(),
+        };
+        if ta == Ty::Bool && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
+            return Err(err(
+                "booleans can only be compared with `==` and `!=`",
+                needle_of(a).as_deref(),
+            ));
+        }
+        Ok((Expr::Cmp(op, Box::new(ea), Box::new(eb)), Ty::Bool))
+    }
+
+    /// Turns a string literal into a semver, timestamp or duration literal when the other
+    /// operand has that type.
+    fn coerce(&mut self, e: &Expr, want: Ty) -> Result<Option<Expr>, ExprError> {
+        let Expr::Lit(Lit::Str(s)) = e else {
+            return Ok(None);
+        };
+        Ok(Some(match want {
+            Ty::Semver => Expr::Lit(Lit::Semver(self.tables.intern_semver(s)?)),
+            Ty::Timestamp => Expr::Lit(Lit::Time(parse_ts(s)?)),
+            Ty::Duration => Expr::Lit(Lit::Duration(parse_dur(s)?)),
+            _ => return Ok(None),
+        }))
+    }
+
+    fn membership(&mut self, a: &Expression, b: &Expression) -> Result<(Expr, Ty), ExprError> {
+        let (ea, ta) = self.lower(a)?;
+        match b {
+            Expression::List(items) => {
+                let all_strings: Option<Vec<String>> = items
+                    .iter()
+                    .map(|i| match i {
+                        Expression::Atom(Atom::String(s)) => Some(s.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                let all_ints: Option<Vec<i64>> = items
+                    .iter()
+                    .map(|i| match i {
+                        Expression::Atom(Atom::Int(n)) => Some(*n),
+                        Expression::Unary(UnaryOp::Minus, x) => match x.as_ref() {
+                            Expression::Atom(Atom::Int(n)) => Some(-n),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect();
+                match (ta, all_strings, all_ints) {
+                    (Ty::String, Some(mut strings), _) => {
+                        strings.sort_unstable();
+                        strings.dedup();
+                        let set = self.tables.intern_set(SetIr::Strings(strings));
+                        Ok((Expr::InSet(Box::new(ea), set), Ty::Bool))
+                    }
+                    (Ty::Int | Ty::Number, _, Some(mut ints)) => {
+                        ints.sort_unstable();
+                        ints.dedup();
+                        let set = self.tables.intern_set(SetIr::Ints(ints));
+                        Ok((Expr::InSet(Box::new(ea), set), Ty::Bool))
+                    }
+                    _ => {
+                        let mut out = Vec::with_capacity(items.len());
+                        for item in items {
+                            let (mut x, mut t) = self.lower(item)?;
+                            if t == Ty::String {
+                                if let Some(c) = self.coerce(&x, ta)? {
+                                    x = c;
+                                    t = ta;
+                                }
+                            }
+                            if !(t == ta || numeric(t) && numeric(ta)) {
+                                return Err(err(
+                                    format!("list element {} is {}, but {} is {}", describe(item), t.name(), describe(a), ta.name()),
+                                    needle_of(item).as_deref(),
+                                ));
+                            }
+                            out.push(x);
+                        }
+                        Ok((Expr::InList(Box::new(ea), out), Ty::Bool))
+                    }
+                }
+            }
+            Expression::FunctionCall(f, None, args) if matches!(f.as_ref(), Expression::Ident(n) if n.as_str() == "segment") => {
+                let name = segment_name(args)?;
+                match self.segments.get(&name) {
+                    Some(SegRef::Members { set, ty }) => {
+                        if !(ta == *ty || (ta == Ty::Int && *ty == Ty::Int)) {
+                            return Err(err(
+                                format!("segment `{name}` holds {} members, but {} is {}", ty.name(), describe(a), ta.name()),
+                                Some(&name),
+                            ));
+                        }
+                        Ok((Expr::InSet(Box::new(ea), *set), Ty::Bool))
+                    }
+                    Some(SegRef::Expr { .. }) => Err(err(
+                        format!("segment `{name}` is a condition, not a member list; use `segment(\"{name}\")` on its own"),
+                        Some(&name),
+                    )),
+                    None => Err(self.unknown_segment(&name)),
+                }
+            }
+            Expression::Ident(name) => {
+                let (slot, tl) = self.attr(name)?;
+                let Some(elem) = tl.element() else {
+                    return Err(err(format!("`in` needs a list on its right, but `{name}` is {}", tl.name()), Some(name)));
+                };
+                if !(elem == ta || numeric(elem) && numeric(ta)) {
+                    return Err(err(format!("`{name}` holds {} elements, but {} is {}", elem.name(), describe(a), ta.name()), Some(name)));
+                }
+                Ok((Expr::InAttr(Box::new(ea), slot), Ty::Bool))
+            }
+            _ => Err(err(
+                "`in` expects a list literal, `segment(\"name\")` of a member segment, or a list attribute",
+                needle_of(b).as_deref(),
+            )),
+        }
+    }
+
+    fn unknown_segment(&self, name: &str) -> ExprError {
+        let mut known: Vec<&str> = self.segments.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        err(
+            format!(
+                "unknown segment `{name}` (defined: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+            Some(name),
+        )
+    }
+
+    fn arith(
+        &mut self,
+        a: &Expression,
+        op: &ArithmeticOp,
+        b: &Expression,
+    ) -> Result<(Expr, Ty), ExprError> {
+        let aop = match op {
+            ArithmeticOp::Add => ArithOp::Add,
+            ArithmeticOp::Subtract => ArithOp::Sub,
+            _ => return Err(err("only `+` and `-` are supported", None)),
+        };
+        let (mut ea, mut ta) = self.lower(a)?;
+        let (mut eb, mut tb) = self.lower(b)?;
+        if ta == Ty::String {
+            if let Some(x) = self.coerce(
+                &ea,
+                if tb == Ty::Duration {
+                    Ty::Timestamp
+                } else {
+                    tb
+                },
+            )? {
+                ea = x;
+                ta = if tb == Ty::Duration {
+                    Ty::Timestamp
+                } else {
+                    tb
+                };
+            }
+        }
+        if tb == Ty::String && matches!(ta, Ty::Timestamp | Ty::Duration) {
+            if let Some(x) = self.coerce(&eb, Ty::Duration)? {
+                eb = x;
+                tb = Ty::Duration;
+            }
+        }
+        let t = match (ta, tb, aop) {
+            (Ty::Int, Ty::Int, _) => Ty::Int,
+            (x, y, _) if numeric(x) && numeric(y) => Ty::Number,
+            (Ty::Timestamp, Ty::Duration, _) => Ty::Timestamp,
+            (Ty::Timestamp, Ty::Timestamp, ArithOp::Sub) => Ty::Duration,
+            (Ty::Duration, Ty::Duration, _) => Ty::Duration,
+            _ => {
+                return Err(err(
+                    format!(
+                        "cannot apply `{}` to {} and {}",
+                        if aop == ArithOp::Add { "+" } else { "-" },
+                        ta.name(),
+                        tb.name()
+                    ),
+                    needle_of(a).as_deref(),
+                ))
+            }
+        };
+        Ok((Expr::Arith(aop, Box::new(ea), Box::new(eb)), t))
+    }
+
+    fn call(
+        &mut self,
+        f: &Expression,
+        target: Option<&Expression>,
+        args: &[Expression],
+    ) -> Result<(Expr, Ty), ExprError> {
+        let Expression::Ident(name) = f else {
+            return Err(err("expected a function name", None));
+        };
+        let name = name.as_str();
+        match (name, target) {
+            ("has", None) => match args {
+                [Expression::Ident(attr)] => {
+                    let (slot, _) = self.attr(attr)?;
+                    Ok((Expr::Has(slot), Ty::Bool))
+                }
+                [Expression::Member(_, m)] => match m.as_ref() {
+                    Member::Attribute(attr) => {
+                        let (slot, _) = self.attr(attr)?;
+                        Ok((Expr::Has(slot), Ty::Bool))
+                    }
+                    _ => Err(err("`has` takes an attribute name: `has(tier)`", Some("has"))),
+                },
+                _ => Err(err("`has` takes an attribute name: `has(tier)`", Some("has"))),
+            },
+            ("segment", None) => {
+                let seg = segment_name(args)?;
+                match self.segments.get(&seg) {
+                    Some(SegRef::Expr { index, reads }) => {
+                        self.reads.extend(reads.iter().cloned());
+                        Ok((Expr::Segment(*index), Ty::Bool))
+                    }
+                    Some(SegRef::Members { .. }) => Err(err(
+                        format!("segment `{seg}` is a member list; test membership with `attribute in segment(\"{seg}\")`"),
+                        Some(&seg),
+                    )),
+                    None => Err(self.unknown_segment(&seg)),
+                }
+            }
+            ("semver" | "timestamp" | "duration", None) => {
+                let [Expression::Atom(Atom::String(s))] = args else {
+                    return Err(err(format!("`{name}` takes one string literal"), Some(name)));
+                };
+                Ok(match name {
+                    "semver" => (Expr::Lit(Lit::Semver(self.tables.intern_semver(s)?)), Ty::Semver),
+                    "timestamp" => (Expr::Lit(Lit::Time(parse_ts(s)?)), Ty::Timestamp),
+                    _ => (Expr::Lit(Lit::Duration(parse_dur(s)?)), Ty::Duration),
+                })
+            }
+            ("startsWith" | "endsWith" | "contains" | "matches", Some(t)) => {
+                let (et, tt) = self.lower(t)?;
+                if tt != Ty::String {
+                    return Err(err(format!("`{name}` applies to strings, but {} is {}", describe(t), tt.name()), needle_of(t).as_deref()));
+                }
+                let [arg] = args else {
+                    return Err(err(format!("`{name}` takes one argument"), Some(name)));
+                };
+                if name == "matches" {
+                    let Expression::Atom(Atom::String(p)) = arg else {
+                        return Err(err("`matches` takes a string literal pattern", Some(name)));
+                    };
+                    regex_lite::Regex::new(p).map_err(|e| err(format!("invalid pattern: {e}"), Some(p)))?;
+                    let idx = self.tables.intern_pattern(p);
+                    return Ok((Expr::Matches(Box::new(et), idx), Ty::Bool));
+                }
+                let (ea, ta) = self.lower(arg)?;
+                if ta != Ty::String {
+                    return Err(err(format!("`{name}` takes a string, but {} is {}", describe(arg), ta.name()), needle_of(arg).as_deref()));
+                }
+                let op = match name {
+                    "startsWith" => StrOp::StartsWith,
+                    "endsWith" => StrOp::EndsWith,
+                    _ => StrOp::Contains,
+                };
+                Ok((Expr::Str(op, Box::new(et), Box::new(ea)), Ty::Bool))
+            }
+            _ => Err(err(
+                format!(
+                    "unknown function `{name}`; available: has(attr), segment(\"name\"), semver(\"…\"), timestamp(\"…\"), duration(\"…\"), s.startsWith(x), s.endsWith(x), s.contains(x), s.matches(\"re\")"
+                ),
+                Some(name),
+            )),
+        }
+    }
+}
+
+fn unreachable_in() -> CmpOp {
+    // `in` is dispatched to `membership` before `compare` is called.
+    CmpOp::Eq
+}
+
+fn segment_name(args: &[Expression]) -> Result<String, ExprError> {
+    match args {
+        [Expression::Atom(Atom::String(s))] => Ok(s.to_string()),
+        _ => Err(err(
+            "`segment` takes the segment's name as a string: segment(\"pilot_tenants\")",
+            Some("segment"),
+        )),
+    }
+}
+
+fn flatten<'e>(e: &'e Expression, is_and: bool, out: &mut Vec<&'e Expression>) {
+    match (e, is_and) {
+        (Expression::And(a, b), true) | (Expression::Or(a, b), false) => {
+            flatten(a, is_and, out);
+            flatten(b, is_and, out);
+        }
+        _ => out.push(e),
+    }
+}
+
+fn unify(a: Ty, b: Ty) -> Option<Ty> {
+    if a == b {
+        Some(a)
+    } else if numeric(a) && numeric(b) {
+        Some(Ty::Number)
+    } else {
+        None
+    }
+}
+
+fn lit(a: &Atom) -> Result<(Lit, Ty), ExprError> {
+    Ok(match a {
+        Atom::Int(i) => (Lit::Int(*i), Ty::Int),
+        Atom::UInt(u) => (
+            Lit::Int(
+                i64::try_from(*u).map_err(|_| err(format!("integer {u} is out of range"), None))?,
+            ),
+            Ty::Int,
+        ),
+        Atom::Float(f) => (Lit::Float(*f), Ty::Number),
+        Atom::String(s) => (Lit::Str(s.to_string()), Ty::String),
+        Atom::Bool(b) => (Lit::Bool(*b), Ty::Bool),
+        Atom::Null => {
+            return Err(err(
+                "`null` is not supported; use `!has(attr)` to test for absence",
+                Some("null"),
+            ))
+        }
+        Atom::Bytes(_) => return Err(err("byte literals are not supported", None)),
+    })
+}
+
+pub(crate) fn parse_ts(s: &str) -> Result<i64, ExprError> {
+    time::parse_timestamp(s).ok_or_else(|| {
+        err(
+            format!("`{s}` is not an RFC 3339 timestamp; expected e.g. 2026-11-25T10:00:00Z"),
+            Some(s),
+        )
+    })
+}
+
+fn parse_dur(s: &str) -> Result<i64, ExprError> {
+    time::parse_duration(s).ok_or_else(|| {
+        err(
+            format!("`{s}` is not a duration; expected e.g. 36h, 1h30m, 250ms"),
+            Some(s),
+        )
+    })
+}

@@ -1,0 +1,183 @@
+//! Compiles flagforge rule files into one self-contained WebAssembly module.
+//!
+//! `sources → parse (located YAML) → check and resolve (schema, segments, flags, expressions)
+//! → compiled model → link into the guest module`. The same sources always give the same
+//! module bytes, and so the same sha256.
+//!
+//! ```no_run
+//! let out = flagforge_compiler::compile_path("rules-examples/checkout".as_ref())?;
+//! println!("{} bytes, sha256 {}", out.module.len(), out.sha256);
+//! # Ok::<(), flagforge_compiler::CompileError>(())
+//! ```
+
+mod cases;
+mod compile;
+mod diag;
+mod expr;
+pub mod link;
+
+use std::path::{Path, PathBuf};
+
+use evaluator_core::ir::RulesetIr;
+use marked_yaml::{LoadError as YamlError, LoaderOptions, Node};
+use sha2::{Digest, Sha256};
+
+pub use cases::{load_cases, Case, CaseError, Expect};
+pub use compile::SourceFile;
+pub use diag::{CompileError, Diagnostic};
+
+/// The generic guest module (evaluator-core for wasm32, no rules), built by `build.rs`.
+pub const GUEST_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.wasm"));
+
+/// Version recorded in every module's manifest.
+pub const COMPILER_VERSION: &str = concat!("flagforge ", env!("CARGO_PKG_VERSION"));
+
+/// A compiled ruleset.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The compiled model.
+    pub ir: RulesetIr,
+    /// The encoded model, as embedded in the module.
+    pub rules: Vec<u8>,
+    /// The module bytes.
+    pub module: Vec<u8>,
+    /// sha256 of `module`, lowercase hex.
+    pub sha256: String,
+    /// The rule files read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// The rule files of a path: the file itself, or the `*.yaml`/`*.yml` files directly inside a
+/// directory, sorted by name (test files live in its `tests/` subdirectory).
+pub fn rule_files(path: &Path) -> Result<Vec<PathBuf>, CompileError> {
+    let io = |e: std::io::Error| CompileError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(io)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads and compiles the rules at `path` (a file or a directory).
+pub fn compile_path(path: &Path) -> Result<Compiled, CompileError> {
+    let files = rule_files(path)?;
+    let sources = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|text| SourceFile {
+                    path: f.display().to_string(),
+                    text,
+                })
+                .map_err(|e| CompileError::Io {
+                    path: f.display().to_string(),
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if sources.is_empty() {
+        return Err(CompileError::Io {
+            path: path.display().to_string(),
+            message: "no rule files (*.yaml) found".into(),
+        });
+    }
+    let mut out = compile_sources(&sources)?;
+    out.files = files;
+    Ok(out)
+}
+
+/// Checks the rules at `path` without linking a module.
+pub fn check_path(path: &Path) -> Result<RulesetIr, CompileError> {
+    compile_path(path).map(|c| c.ir)
+}
+
+/// Compiles rule sources (already read) into a module.
+pub fn compile_sources(sources: &[SourceFile]) -> Result<Compiled, CompileError> {
+    let ir = compile_ir(sources)?;
+    let rules = ir.encode();
+    let module = link::link(GUEST_WASM, &rules)?;
+    let sha256 = hex::encode(Sha256::digest(&module));
+    Ok(Compiled {
+        ir,
+        rules,
+        module,
+        sha256,
+        files: vec![],
+    })
+}
+
+/// Compiles rule sources into the model only.
+pub fn compile_ir(sources: &[SourceFile]) -> Result<RulesetIr, CompileError> {
+    let mut compiler = compile::Compiler::new(sources);
+    let mut docs: Vec<Node> = Vec::new();
+    for (i, src) in sources.iter().enumerate() {
+        match parse_yaml(i, &src.text) {
+            Ok(node) => docs.push(node),
+            Err((span, message)) => compiler.error(&span, message),
+        }
+    }
+    let ir = compiler.compile(&docs, COMPILER_VERSION);
+    match ir {
+        Some(ir) if compiler.diags.is_empty() => Ok(ir),
+        _ => {
+            let mut diags = compiler.diags;
+            diags.sort_by(|a, b| {
+                (a.file.as_str(), a.line, a.col).cmp(&(b.file.as_str(), b.line, b.col))
+            });
+            diags.dedup();
+            Err(CompileError::Rules(diags))
+        }
+    }
+}
+
+/// Parses one YAML document with locations; duplicate keys are errors.
+pub(crate) fn parse_yaml(source: usize, text: &str) -> Result<Node, (marked_yaml::Span, String)> {
+    let options = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true);
+    marked_yaml::parse_yaml_with_options(source, text, options).map_err(|e| {
+        let (marker, message) = match &e {
+            YamlError::TopLevelMustBeMapping(m) => (
+                Some(*m),
+                "the top level must be a mapping (`ruleset: ...`)".to_owned(),
+            ),
+            YamlError::TopLevelMustBeSequence(m) => {
+                (Some(*m), "the top level must be a list".to_owned())
+            }
+            YamlError::UnexpectedAnchor(m) => {
+                (Some(*m), "YAML anchors are not supported".to_owned())
+            }
+            YamlError::MappingKeyMustBeScalar(m) => {
+                (Some(*m), "mapping keys must be plain values".to_owned())
+            }
+            YamlError::UnexpectedTag(m) => (Some(*m), "YAML tags are not supported".to_owned()),
+            YamlError::ScanError(m, s) => (Some(*m), format!("invalid YAML: {s}")),
+            YamlError::DuplicateKey(d) => (
+                d.key.span().start().copied(),
+                format!(
+                    "duplicate key `{}` (first at line {})",
+                    d.key.as_str(),
+                    d.prev_key.span().start().map_or(0, |m| m.line())
+                ),
+            ),
+            #[allow(unreachable_patterns)]
+            other => (None, other.to_string()),
+        };
+        let span = marker.map_or_else(marked_yaml::Span::new_blank, |mut m| {
+            m.set_source(source);
+            marked_yaml::Span::new_start(m)
+        });
+        (span, message)
+    })
+}

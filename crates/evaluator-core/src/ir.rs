@@ -1,0 +1,399 @@
+//! The compiled rule model: what `flagforge build` embeds in a module and the evaluator runs.
+//!
+//! Names are resolved to indices at build time (attributes to schema slots, segments, sets,
+//! patterns, variants, prerequisite flags); large `in` lists and member segments become sorted
+//! sets searched in O(log n). The encoding is `postcard` of these types: the model never
+//! crosses the host boundary (hosts see only MessagePack results and the manifest), and
+//! postcard's decoder is a fraction of the code size of a self-describing one.
+
+use flagforge_protocol::{FlagKind, Lifecycle, Value};
+use serde::{Deserialize, Serialize};
+
+/// Version of this model's encoding; bumped on any incompatible change.
+pub const IR_FORMAT: u32 = 1;
+
+/// A compiled ruleset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RulesetIr {
+    /// Always [`IR_FORMAT`] when produced by this version.
+    pub format: u32,
+    /// Ruleset name.
+    pub name: String,
+    /// Compiler version string.
+    pub compiler: String,
+    /// Context schema sorted by name; an attribute's index is its slot.
+    pub schema: Vec<AttrIr>,
+    /// Sorted, deduplicated membership sets.
+    pub sets: Vec<SetIr>,
+    /// Regular expressions used by `matches`.
+    pub patterns: Vec<String>,
+    /// Semantic versions used as literals.
+    pub semvers: Vec<String>,
+    /// Expression segments.
+    pub segments: Vec<SegmentIr>,
+    /// Flags in declaration order.
+    pub flags: Vec<FlagIr>,
+}
+
+/// A declared attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrIr {
+    /// Name.
+    pub name: String,
+    /// Declared type.
+    pub ty: Ty,
+}
+
+/// Types of the rule language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Ty {
+    /// Boolean.
+    Bool,
+    /// Integer.
+    Int,
+    /// Any number (integer or float).
+    Number,
+    /// UTF-8 string.
+    String,
+    /// SemVer 2.0 version (a string in the context).
+    Semver,
+    /// Point in time (an RFC 3339 string in the context).
+    Timestamp,
+    /// Length of time.
+    Duration,
+    /// List of strings.
+    StringList,
+    /// List of integers.
+    IntList,
+    /// List of numbers.
+    NumberList,
+}
+
+impl Ty {
+    /// The spelling used in rule files.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Ty::Bool => "bool",
+            Ty::Int => "int",
+            Ty::Number => "number",
+            Ty::String => "string",
+            Ty::Semver => "semver",
+            Ty::Timestamp => "timestamp",
+            Ty::Duration => "duration",
+            Ty::StringList => "list<string>",
+            Ty::IntList => "list<int>",
+            Ty::NumberList => "list<number>",
+        }
+    }
+
+    /// Parses the spelling used in rule files.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Ty> {
+        Some(match s {
+            "bool" => Ty::Bool,
+            "int" => Ty::Int,
+            "number" => Ty::Number,
+            "string" => Ty::String,
+            "semver" => Ty::Semver,
+            "timestamp" => Ty::Timestamp,
+            "duration" => Ty::Duration,
+            "list<string>" => Ty::StringList,
+            "list<int>" => Ty::IntList,
+            "list<number>" => Ty::NumberList,
+            _ => return None,
+        })
+    }
+
+    /// Element type of a list type.
+    #[must_use]
+    pub fn element(self) -> Option<Ty> {
+        match self {
+            Ty::StringList => Some(Ty::String),
+            Ty::IntList => Some(Ty::Int),
+            Ty::NumberList => Some(Ty::Number),
+            _ => None,
+        }
+    }
+}
+
+/// A sorted membership set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SetIr {
+    /// Strings in byte order.
+    Strings(Vec<String>),
+    /// Integers in ascending order.
+    Ints(Vec<i64>),
+}
+
+/// A named boolean expression reused by rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentIr {
+    /// Segment name.
+    pub name: String,
+    /// Its condition.
+    pub when: Expr,
+}
+
+/// A compiled flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagIr {
+    /// Flag key.
+    pub key: String,
+    /// Kind.
+    pub kind: FlagKind,
+    /// Owning team.
+    pub owner: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Expiry date.
+    pub expires: Option<String>,
+    /// Lifecycle metadata.
+    pub lifecycle: Lifecycle,
+    /// Variants (name, value) in declaration order.
+    #[serde(with = "packed_values")]
+    pub variants: Vec<(String, Value)>,
+    /// Index of the default variant.
+    pub default: u32,
+    /// Index of the variant served on error.
+    pub on_error: u32,
+    /// Declared migration states (empty for other kinds).
+    pub states: Vec<String>,
+    /// False serves the default with reason `DISABLED`.
+    pub enabled: bool,
+    /// Active windows; empty means always active.
+    pub schedule: Vec<Window>,
+    /// Slot of the `now` attribute, required when `schedule` is not empty.
+    pub now_slot: Option<u32>,
+    /// Prerequisites, checked in order.
+    pub prerequisites: Vec<Prerequisite>,
+    /// Rules, tried in order.
+    pub rules: Vec<RuleIr>,
+    /// Attributes this flag reads (names), for the manifest.
+    pub reads: Vec<String>,
+}
+
+/// A half-open time window `[from, until)` in Unix nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Start (inclusive), open if absent.
+    pub from: Option<i64>,
+    /// End (exclusive), open if absent.
+    pub until: Option<i64>,
+}
+
+/// Flag `flag` must serve one of `variants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prerequisite {
+    /// Index of the prerequisite flag.
+    pub flag: u32,
+    /// Indices of the accepted variants of that flag.
+    pub variants: Vec<u32>,
+}
+
+/// A rule: an optional condition and what to serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleIr {
+    /// Condition; absent means always.
+    pub when: Option<Expr>,
+    /// `file:line` and condition text, for explanations.
+    pub source: String,
+    /// What the rule serves.
+    pub action: Action,
+}
+
+/// What a matching rule serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    /// One variant.
+    Serve(u32),
+    /// A weighted split.
+    Rollout(Rollout),
+}
+
+/// A weighted rollout, bucketed as described in `docs/bucketing.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Slot of the bucketing attribute (string or int).
+    pub by: u32,
+    /// Seed prefixed to the bucketing value (defaults to the flag key).
+    pub seed: String,
+    /// (variant index, weight) in source order.
+    pub buckets: Vec<(u32, u32)>,
+}
+
+/// Comparison operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// String predicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StrOp {
+    /// `a.startsWith(b)`
+    StartsWith,
+    /// `a.endsWith(b)`
+    EndsWith,
+    /// `a.contains(b)`
+    Contains,
+}
+
+/// Arithmetic on numbers, timestamps and durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArithOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+}
+
+/// A literal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Lit {
+    /// Boolean.
+    Bool(bool),
+    /// Integer.
+    Int(i64),
+    /// Float.
+    Float(f64),
+    /// String.
+    Str(String),
+    /// Index into [`RulesetIr::semvers`].
+    Semver(u32),
+    /// Unix nanoseconds.
+    Time(i64),
+    /// Nanoseconds.
+    Duration(i64),
+}
+
+/// A type-checked expression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    /// A literal.
+    Lit(Lit),
+    /// A context attribute, by slot.
+    Attr(u32),
+    /// `has(attr)`: the attribute is present and not null.
+    Has(u32),
+    /// `!e`
+    Not(Box<Expr>),
+    /// `a && b && …`
+    And(Vec<Expr>),
+    /// `a || b || …`
+    Or(Vec<Expr>),
+    /// Comparison.
+    Cmp(CmpOp, Box<Expr>, Box<Expr>),
+    /// `e in <literal list or member segment>` through a sorted set.
+    InSet(Box<Expr>, u32),
+    /// `e in [exprs…]` where the list is not all literals.
+    InList(Box<Expr>, Vec<Expr>),
+    /// `e in list_attribute`.
+    InAttr(Box<Expr>, u32),
+    /// String predicate.
+    Str(StrOp, Box<Expr>, Box<Expr>),
+    /// `e.matches(pattern)`, pattern index into [`RulesetIr::patterns`].
+    Matches(Box<Expr>, u32),
+    /// `segment("name")` for an expression segment.
+    Segment(u32),
+    /// Arithmetic.
+    Arith(ArithOp, Box<Expr>, Box<Expr>),
+    /// `c ? a : b`
+    Cond(Box<Expr>, Box<Expr>, Box<Expr>),
+}
+
+/// Variant values travel as their canonical MessagePack bytes: [`Value`] decodes
+/// self-describingly, which postcard cannot drive.
+mod packed_values {
+    use flagforge_protocol::Value;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(String, Value)], s: S) -> Result<S::Ok, S::Error> {
+        let packed: Vec<(&str, Vec<u8>)> = v
+            .iter()
+            .map(|(n, val)| {
+                (
+                    n.as_str(),
+                    flagforge_protocol::encode(val).unwrap_or_default(),
+                )
+            })
+            .collect();
+        packed.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Value)>, D::Error> {
+        let packed: Vec<(String, Vec<u8>)> = Vec::deserialize(d)?;
+        packed
+            .into_iter()
+            .map(|(n, bytes)| {
+                let v = flagforge_protocol::decode::<Value>(&bytes).map_err(D::Error::custom)?;
+                Ok((n, v))
+            })
+            .collect()
+    }
+}
+
+impl RulesetIr {
+    /// Encodes the model.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// A tiny ruleset for documentation examples.
+    #[must_use]
+    pub fn example() -> RulesetIr {
+        RulesetIr {
+            format: IR_FORMAT,
+            name: "example".into(),
+            compiler: "hand-written".into(),
+            schema: vec![AttrIr {
+                name: "market".into(),
+                ty: Ty::String,
+            }],
+            sets: vec![],
+            patterns: vec![],
+            semvers: vec![],
+            segments: vec![],
+            flags: vec![FlagIr {
+                key: "NewCheckout".into(),
+                kind: FlagKind::Release,
+                owner: "checkout".into(),
+                description: None,
+                expires: Some("2030-01-01".into()),
+                lifecycle: Lifecycle::default(),
+                variants: vec![
+                    ("on".into(), Value::Bool(true)),
+                    ("off".into(), Value::Bool(false)),
+                ],
+                default: 1,
+                on_error: 1,
+                states: vec![],
+                enabled: true,
+                schedule: vec![],
+                now_slot: None,
+                prerequisites: vec![],
+                rules: vec![RuleIr {
+                    when: Some(Expr::Cmp(
+                        CmpOp::Eq,
+                        Box::new(Expr::Attr(0)),
+                        Box::new(Expr::Lit(Lit::Str("FR".into()))),
+                    )),
+                    source: "example.yaml:1: market == \"FR\"".into(),
+                    action: Action::Serve(0),
+                }],
+                reads: vec!["market".into()],
+            }],
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! MessagePack encoding used on both sides of the module boundary.
+//!
+//! Structs are encoded as maps with field names (`rmp_serde::to_vec_named`), so a JavaScript
+//! host can read them without a schema and the bytes are the same from every encoder that
+//! follows `ABI.md`.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Failure to encode or decode a wire value.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes are not a valid MessagePack encoding of the expected shape.
+    #[error("malformed messagepack: {0}")]
+    Decode(String),
+    /// The value could not be encoded.
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+}
+
+/// Encodes a value as named-field MessagePack.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    rmp_serde::to_vec_named(value).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes named-field MessagePack.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode(e.to_string()))
+}

@@ -1,0 +1,18 @@
+//! Wire types shared by the flagforge module and every host: the canonical context value,
+//! evaluation results in OpenFeature vocabulary, the manifest, ABI constants and limits.
+//!
+//! This crate holds no evaluation semantics. It is what a host needs to talk to a module
+//! (`wasm-host`, the JS bindings) and what the guest needs to answer it, so both sides encode
+//! and decode with the same code.
+
+pub mod abi;
+pub mod codec;
+pub mod limits;
+pub mod manifest;
+pub mod resolution;
+pub mod value;
+
+pub use codec::{decode, encode, CodecError};
+pub use manifest::{AttrDecl, FlagInfo, FlagKind, Lifecycle, Manifest, VariantInfo};
+pub use resolution::{ErrorCode, Explanation, Reason, Resolution, Step};
+pub use value::{Context, Value};

@@ -1,0 +1,174 @@
+//! The manifest a module reports about itself: ruleset, schema and per-flag metadata.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, Resolution, Value};
+
+/// What a flag is for. Drives required metadata and failure policy defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlagKind {
+    /// Gradual release of a feature.
+    Release,
+    /// A/B/n experiment.
+    Experiment,
+    /// Operational switch (kill switch, routing).
+    Ops,
+    /// Migration state machine.
+    Migration,
+    /// Business policy (pricing, tax, entitlement).
+    Policy,
+}
+
+impl FlagKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [FlagKind; 5] = [
+        FlagKind::Release,
+        FlagKind::Experiment,
+        FlagKind::Ops,
+        FlagKind::Migration,
+        FlagKind::Policy,
+    ];
+
+    /// The spelling used in rule files.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagKind::Release => "release",
+            FlagKind::Experiment => "experiment",
+            FlagKind::Ops => "ops",
+            FlagKind::Migration => "migration",
+            FlagKind::Policy => "policy",
+        }
+    }
+
+    /// Whether flags of this kind must declare `expires`.
+    #[must_use]
+    pub fn requires_expiry(self) -> bool {
+        !matches!(self, FlagKind::Ops | FlagKind::Policy)
+    }
+}
+
+/// A declared context attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrDecl {
+    /// Attribute name.
+    pub name: String,
+    /// Declared type: `string`, `int`, `number`, `bool`, `semver`, `timestamp`, `list<T>`.
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+/// A variant as reported by the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantInfo {
+    /// Variant name.
+    pub name: String,
+    /// Variant value.
+    pub value: Value,
+}
+
+/// Optional lifecycle metadata carried from the rule file. (Every field is always encoded:
+/// the compiled rules use a format without field names, where skipped fields cannot work.)
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// When the flag can be removed.
+    pub retirement: Option<String>,
+    /// Services that read the flag.
+    pub dependents: Vec<String>,
+    /// Link to documentation.
+    pub docs: Option<String>,
+}
+
+/// Everything a host may know about a flag without evaluating it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagInfo {
+    /// Flag key.
+    pub key: String,
+    /// Flag kind.
+    pub kind: FlagKind,
+    /// Owning team.
+    pub owner: String,
+    /// What the flag does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Expiry date (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Variants in declaration order.
+    pub variants: Vec<VariantInfo>,
+    /// Default variant name.
+    pub default: String,
+    /// Variant served when evaluation fails.
+    pub on_error: String,
+    /// Declared states of a migration flag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<String>,
+    /// Flags that must serve given variants first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prerequisites: Vec<String>,
+    /// Context attributes the flag reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<String>,
+    /// True when the flag has no rules, schedule or prerequisites: always its default.
+    #[serde(rename = "static")]
+    pub is_static: bool,
+    /// Lifecycle metadata.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+}
+
+impl FlagInfo {
+    /// The value of a named variant.
+    #[must_use]
+    pub fn variant_value(&self, name: &str) -> Option<&Value> {
+        self.variants
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| &v.value)
+    }
+
+    /// The result a host serves when it cannot get an answer from the module
+    /// (trap, exhausted budget, unusable input): the `on_error` variant with reason `ERROR`.
+    #[must_use]
+    pub fn fallback(&self, code: ErrorCode, message: impl Into<String>) -> Resolution {
+        let value = self
+            .variant_value(&self.on_error)
+            .cloned()
+            .unwrap_or_default();
+        Resolution::error(&self.key, value, Some(self.on_error.clone()), code, message)
+    }
+}
+
+/// What a module says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// ABI version implemented.
+    pub abi_version: u32,
+    /// Ruleset name.
+    pub ruleset: String,
+    /// Version of the compiler that built the module.
+    pub compiler: String,
+    /// Declared context schema.
+    pub context: Vec<AttrDecl>,
+    /// Flags in declaration order.
+    pub flags: Vec<FlagInfo>,
+}
+
+impl Manifest {
+    /// Looks a flag up by key.
+    #[must_use]
+    pub fn flag(&self, key: &str) -> Option<&FlagInfo> {
+        self.flags.iter().find(|f| f.key == key)
+    }
+}
+
+/// What `ff_manifest` returns: the manifest, or why the module cannot serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManifestReply {
+    /// The module is usable.
+    Ok(Manifest),
+    /// The module's embedded rules could not be loaded.
+    Error(String),
+}

@@ -1,0 +1,133 @@
+//! Evaluation results in OpenFeature's vocabulary (value, variant, reason, error code).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Value;
+
+/// Why a value was served (OpenFeature resolution reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reason {
+    /// The flag has no rules: its default is the only possible answer.
+    Static,
+    /// Rules exist but none matched, or a prerequisite was not met: the default was served.
+    Default,
+    /// A rule's condition matched and it served a variant.
+    TargetingMatch,
+    /// A rule's weighted rollout picked the variant.
+    Split,
+    /// The flag is disabled or outside its schedule: the default was served.
+    Disabled,
+    /// Served from a host cache.
+    Cached,
+    /// Served from a module older than the freshness the flag asks for.
+    Stale,
+    /// Evaluation failed: the flag's `on_error` variant (or the call-site default) was served.
+    Error,
+}
+
+impl Reason {
+    /// The OpenFeature spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Static => "STATIC",
+            Reason::Default => "DEFAULT",
+            Reason::TargetingMatch => "TARGETING_MATCH",
+            Reason::Split => "SPLIT",
+            Reason::Disabled => "DISABLED",
+            Reason::Cached => "CACHED",
+            Reason::Stale => "STALE",
+            Reason::Error => "ERROR",
+        }
+    }
+}
+
+/// OpenFeature error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// No module is loaded yet.
+    ProviderNotReady,
+    /// The ruleset has no flag with that key.
+    FlagNotFound,
+    /// The input could not be decoded.
+    ParseError,
+    /// A context attribute does not have its declared type.
+    TypeMismatch,
+    /// The bucketing key a rule needs is missing.
+    TargetingKeyMissing,
+    /// The context is unusable (too large, too deep, missing `now` for a schedule).
+    InvalidContext,
+    /// The module cannot serve at all.
+    ProviderFatal,
+    /// Anything else (a trap, an exhausted budget).
+    General,
+}
+
+/// The answer for one flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// The flag key.
+    pub key: String,
+    /// The served value (`null` when there is nothing to serve, e.g. an unknown flag).
+    pub value: Value,
+    /// The served variant's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Why this value.
+    pub reason: Reason,
+    /// Set when `reason` is `ERROR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<ErrorCode>,
+    /// Human-readable detail for `error_code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Present when the caller asked for an explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Explanation>,
+}
+
+impl Resolution {
+    /// A failed resolution serving `value`/`variant` (the flag's `on_error`, or nothing).
+    #[must_use]
+    pub fn error(
+        key: &str,
+        value: Value,
+        variant: Option<String>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Resolution {
+        Resolution {
+            key: key.to_owned(),
+            value,
+            variant,
+            reason: Reason::Error,
+            error_code: Some(code),
+            error_message: Some(message.into()),
+            explain: None,
+        }
+    }
+}
+
+/// How a result was reached, step by step.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Explanation {
+    /// Index (0-based, in source order) of the rule that decided, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    /// Every check made, in order.
+    pub steps: Vec<Step>,
+}
+
+/// One check made while evaluating a flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// What was checked: `schedule`, `prerequisite X`, `rule 2`.
+    pub check: String,
+    /// The rule's source (`file:line` and condition text), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The outcome: `matched`, `not matched`, `missing attribute`, `bucket 1234 of 10000`…
+    pub outcome: String,
+}

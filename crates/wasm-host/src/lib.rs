@@ -1,0 +1,157 @@
+//! Hosts flagforge modules in wasmtime.
+//!
+//! Core concepts (as in wasmtime): a [`Host`] owns the long-lived `Engine` and the limits;
+//! [`Host::load`] validates and compiles a module once into a [`LoadedModule`], which answers
+//! evaluations from many threads through a pool of instances. Each call runs with a fuel
+//! budget and a memory cap; an instance that traps or hits a limit is discarded (never reused)
+//! and the call answers the flag's `on_error` variant with reason `ERROR`.
+//!
+//! This crate never evaluates rules itself: it loads, limits, marshals and pools. Semantics
+//! live in evaluator-core, compiled into the module.
+//!
+//! ```no_run
+//! use wasm_host::{Host, Limits};
+//! use flagforge_protocol::{Context, Value};
+//!
+//! let host = Host::new(Limits::default())?;
+//! let module = host.load(&std::fs::read("checkout.wasm")?)?;
+//! let mut ctx = Context::new();
+//! ctx.insert("market".into(), Value::from("FR"));
+//! let r = module.evaluate("FulfillmentRoutingMode", &ctx, false);
+//! println!("{} -> {:?} ({})", r.key, r.variant, r.reason.as_str());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod module;
+
+pub use module::{CallError, LoadedModule, ModuleStats};
+
+use flagforge_protocol::limits;
+use wasmtime::{Config, Engine, OptLevel};
+
+/// Bounds applied to every module and call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (roughly, Wasm instructions) one evaluation call may burn.
+    pub fuel_per_call: u64,
+    /// Most linear memory one instance may grow to (bytes).
+    pub memory_bytes: usize,
+    /// Largest module accepted (bytes).
+    pub max_module_bytes: usize,
+    /// Largest encoded context sent into a module (bytes).
+    pub max_context_bytes: usize,
+    /// Most idle instances kept per module.
+    pub max_idle_instances: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel_per_call: 50_000_000,
+            memory_bytes: 64 * 1024 * 1024,
+            max_module_bytes: limits::MAX_MODULE_BYTES,
+            max_context_bytes: limits::MAX_CONTEXT_BYTES,
+            max_idle_instances: 64,
+        }
+    }
+}
+
+/// Why a module was refused. Each check has its own variant so callers can count them.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Larger than [`Limits::max_module_bytes`].
+    #[error("module is {size} bytes; the limit is {limit} bytes")]
+    TooLarge {
+        /// Module size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Does not start with the Wasm magic bytes.
+    #[error("not a WebAssembly module (bad magic bytes)")]
+    BadMagic,
+    /// A binary format version other than 1 (for example a component).
+    #[error("unsupported WebAssembly binary version {0}; expected a core module (version 1)")]
+    UnsupportedBinaryVersion(u32),
+    /// wasmtime refused it (truncated, malformed, invalid).
+    #[error("invalid module: {0}")]
+    Invalid(String),
+    /// The module imports something; flagforge modules import nothing.
+    #[error("module imports `{0}`; flagforge modules must import nothing")]
+    HasImports(String),
+    /// A required export is missing or has the wrong type.
+    #[error("module export `{name}` is missing or has the wrong type: {reason}")]
+    BadExport {
+        /// Export name.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The module implements another ABI version.
+    #[error("module implements ABI version {found}; this host supports version {expected}")]
+    UnsupportedAbi {
+        /// Version reported.
+        found: u32,
+        /// Version supported.
+        expected: u32,
+    },
+    /// The module could not report its manifest (its embedded rules are unusable).
+    #[error("module cannot serve: {0}")]
+    Unusable(String),
+    /// Instantiation failed (e.g. initial memory above the cap).
+    #[error("module cannot be instantiated: {0}")]
+    Instantiate(String),
+}
+
+impl LoadError {
+    /// A stable short name for metrics labels.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::TooLarge { .. } => "too_large",
+            LoadError::BadMagic => "bad_magic",
+            LoadError::UnsupportedBinaryVersion(_) => "binary_version",
+            LoadError::Invalid(_) => "invalid",
+            LoadError::HasImports(_) => "has_imports",
+            LoadError::BadExport { .. } => "bad_export",
+            LoadError::UnsupportedAbi { .. } => "abi_version",
+            LoadError::Unusable(_) => "unusable",
+            LoadError::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
+/// Failure to set up the engine.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the wasmtime engine: {0}")]
+pub struct EngineError(String);
+
+/// A long-lived wasmtime engine with the limits applied to modules it loads.
+#[derive(Clone)]
+pub struct Host {
+    engine: Engine,
+    limits: Limits,
+}
+
+impl Host {
+    /// Creates an engine configured for flagforge modules (fuel metering on).
+    pub fn new(limits: Limits) -> Result<Host, EngineError> {
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .cranelift_opt_level(OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| EngineError(e.to_string()))?;
+        Ok(Host { engine, limits })
+    }
+
+    /// The limits applied.
+    #[must_use]
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Validates and compiles a module. See [`LoadError`] for each check.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
+        LoadedModule::load(&self.engine, self.limits, bytes)
+    }
+}

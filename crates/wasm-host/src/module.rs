@@ -1,0 +1,465 @@
+//! A compiled module and its instance pool.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use flagforge_protocol::{
+    abi, decode, manifest::ManifestReply, value::encode_context, Context, ErrorCode, Manifest,
+    Resolution, Value,
+};
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Engine, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
+    Trap, TypedFunc,
+};
+
+use crate::{Limits, LoadError};
+
+/// Why a call into the module produced no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The module trapped (the instance was discarded).
+    #[error("module trapped: {0}")]
+    Trap(String),
+    /// The call used its whole fuel budget (the instance was discarded).
+    #[error("evaluation exceeded its fuel budget of {0}")]
+    OutOfFuel(u64),
+    /// The module could not allocate (memory cap reached).
+    #[error("module is out of memory")]
+    OutOfMemory,
+    /// The module returned a buffer outside its memory or undecodable bytes.
+    #[error("module returned a malformed result: {0}")]
+    BadResult(String),
+    /// The input is larger than the host accepts.
+    #[error("context is {size} bytes encoded; the limit is {limit} bytes")]
+    ContextTooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The input could not be encoded.
+    #[error("cannot encode the context: {0}")]
+    Encode(String),
+}
+
+impl CallError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            CallError::ContextTooLarge { .. } | CallError::Encode(_) => ErrorCode::InvalidContext,
+            _ => ErrorCode::General,
+        }
+    }
+}
+
+/// Counters a host exports as metrics.
+#[derive(Debug, Default)]
+pub struct ModuleStats {
+    /// Calls answered by the module.
+    pub calls: AtomicU64,
+    /// Instances discarded after a trap or limit hit.
+    pub discarded_instances: AtomicU64,
+    /// Calls answered with a host-side fallback.
+    pub fallbacks: AtomicU64,
+    /// Instances created.
+    pub instances_created: AtomicU64,
+}
+
+struct StoreData {
+    limits: StoreLimits,
+}
+
+struct Exports {
+    memory: Memory,
+    abi_version: TypedFunc<(), u32>,
+    alloc: TypedFunc<u32, u32>,
+    free: TypedFunc<(u32, u32), ()>,
+    evaluate: TypedFunc<(u32, u32, u32, u32, u32), u64>,
+    evaluate_all: TypedFunc<(u32, u32, u32), u64>,
+    manifest: TypedFunc<(), u64>,
+}
+
+struct Slot {
+    store: Store<StoreData>,
+    exports: Exports,
+}
+
+/// A validated, compiled module ready to evaluate from many threads.
+pub struct LoadedModule {
+    engine: Engine,
+    pre: InstancePre<StoreData>,
+    limits: Limits,
+    manifest: Manifest,
+    sha256: [u8; 32],
+    size: usize,
+    pool: Mutex<Vec<Slot>>,
+    stats: ModuleStats,
+}
+
+fn typed<P, R>(
+    instance: &Instance,
+    store: &mut Store<StoreData>,
+    name: &'static str,
+) -> Result<TypedFunc<P, R>, LoadError>
+where
+    P: wasmtime::WasmParams,
+    R: wasmtime::WasmResults,
+{
+    instance
+        .get_typed_func::<P, R>(&mut *store, name)
+        .map_err(|e| LoadError::BadExport {
+            name,
+            reason: format!("{e:#}"),
+        })
+}
+
+/// What a call into the guest failed with, classified.
+fn classify(err: wasmtime::Error, fuel: u64) -> CallError {
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => CallError::OutOfFuel(fuel),
+        Some(Trap::AllocationTooLarge) => CallError::OutOfMemory,
+        Some(trap) => CallError::Trap(trap.to_string()),
+        None => {
+            let msg = format!("{err:#}");
+            if msg.contains("memory") && msg.contains("grow") {
+                CallError::OutOfMemory
+            } else {
+                CallError::Trap(msg)
+            }
+        }
+    }
+}
+
+impl LoadedModule {
+    pub(crate) fn load(engine: &Engine, limits: Limits, bytes: &[u8]) -> Result<Self, LoadError> {
+        if bytes.len() > limits.max_module_bytes {
+            return Err(LoadError::TooLarge {
+                size: bytes.len(),
+                limit: limits.max_module_bytes,
+            });
+        }
+        if bytes.get(..4) != Some(b"\0asm".as_slice()) {
+            return Err(LoadError::BadMagic);
+        }
+        let version = bytes
+            .get(4..8)
+            .and_then(|v| <[u8; 4]>::try_from(v).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| LoadError::Invalid("truncated header".into()))?;
+        if version != 1 {
+            return Err(LoadError::UnsupportedBinaryVersion(version));
+        }
+        let module =
+            Module::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        if let Some(import) = module.imports().next() {
+            return Err(LoadError::HasImports(format!(
+                "{}::{}",
+                import.module(),
+                import.name()
+            )));
+        }
+        for name in abi::REQUIRED_EXPORTS {
+            if module.get_export(name).is_none() {
+                return Err(LoadError::BadExport {
+                    name,
+                    reason: "not exported".into(),
+                });
+            }
+        }
+        let pre = Linker::new(engine)
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+        let mut loaded = LoadedModule {
+            engine: engine.clone(),
+            pre,
+            limits,
+            manifest: Manifest {
+                abi_version: 0,
+                ruleset: String::new(),
+                compiler: String::new(),
+                context: vec![],
+                flags: vec![],
+            },
+            sha256: Sha256::digest(bytes).into(),
+            size: bytes.len(),
+            pool: Mutex::new(Vec::new()),
+            stats: ModuleStats::default(),
+        };
+        let mut slot = loaded.new_slot()?;
+        slot.store
+            .set_fuel(limits.fuel_per_call)
+            .map_err(|e| LoadError::Unusable(e.to_string()))?;
+        let found = slot
+            .exports
+            .abi_version
+            .call(&mut slot.store, ())
+            .map_err(|e| LoadError::Unusable(classify(e, limits.fuel_per_call).to_string()))?;
+        if found != abi::ABI_VERSION {
+            return Err(LoadError::UnsupportedAbi {
+                found,
+                expected: abi::ABI_VERSION,
+            });
+        }
+        let reply = loaded
+            .call_packed(&mut slot, |store, ex| ex.manifest.call(store, ()))
+            .map_err(|e| LoadError::Unusable(e.to_string()))?;
+        match decode::<ManifestReply>(&reply) {
+            Ok(ManifestReply::Ok(m)) => loaded.manifest = m,
+            Ok(ManifestReply::Error(msg)) => return Err(LoadError::Unusable(msg)),
+            Err(e) => return Err(LoadError::Unusable(format!("manifest: {e}"))),
+        }
+        if loaded.manifest.abi_version != abi::ABI_VERSION {
+            return Err(LoadError::UnsupportedAbi {
+                found: loaded.manifest.abi_version,
+                expected: abi::ABI_VERSION,
+            });
+        }
+        loaded.checkin(slot);
+        Ok(loaded)
+    }
+
+    fn new_slot(&self) -> Result<Slot, LoadError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(1)
+            .memories(1)
+            .tables(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, StoreData { limits });
+        store.limiter(|d| &mut d.limits);
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+        let memory =
+            instance
+                .get_memory(&mut store, abi::EXPORT_MEMORY)
+                .ok_or(LoadError::BadExport {
+                    name: abi::EXPORT_MEMORY,
+                    reason: "not a memory".into(),
+                })?;
+        let exports = Exports {
+            memory,
+            abi_version: typed(&instance, &mut store, abi::EXPORT_ABI_VERSION)?,
+            alloc: typed(&instance, &mut store, abi::EXPORT_ALLOC)?,
+            free: typed(&instance, &mut store, abi::EXPORT_FREE)?,
+            evaluate: typed(&instance, &mut store, abi::EXPORT_EVALUATE)?,
+            evaluate_all: typed(&instance, &mut store, abi::EXPORT_EVALUATE_ALL)?,
+            manifest: typed(&instance, &mut store, abi::EXPORT_MANIFEST)?,
+        };
+        self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot { store, exports })
+    }
+
+    fn checkout(&self) -> Result<Slot, CallError> {
+        let pooled = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
+        match pooled {
+            Some(slot) => Ok(slot),
+            None => self.new_slot().map_err(|e| CallError::Trap(e.to_string())),
+        }
+    }
+
+    fn checkin(&self, slot: Slot) {
+        if let Ok(mut pool) = self.pool.lock() {
+            if pool.len() < self.limits.max_idle_instances {
+                pool.push(slot);
+            }
+        }
+    }
+
+    /// Copies `data` into a fresh guest buffer; returns its pointer (0 for empty input).
+    fn write_input(&self, slot: &mut Slot, data: &[u8]) -> Result<u32, CallError> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let len = u32::try_from(data.len()).map_err(|_| CallError::OutOfMemory)?;
+        let ptr = slot
+            .exports
+            .alloc
+            .call(&mut slot.store, len)
+            .map_err(|e| classify(e, self.limits.fuel_per_call))?;
+        if ptr == 0 {
+            return Err(CallError::OutOfMemory);
+        }
+        slot.exports
+            .memory
+            .write(&mut slot.store, ptr as usize, data)
+            .map_err(|_| CallError::BadResult("allocation outside memory".into()))?;
+        Ok(ptr)
+    }
+
+    /// Runs an export returning a packed buffer, copies the buffer out and frees it.
+    fn call_packed(
+        &self,
+        slot: &mut Slot,
+        f: impl FnOnce(&mut Store<StoreData>, &Exports) -> wasmtime::Result<u64>,
+    ) -> Result<Vec<u8>, CallError> {
+        let packed = f(&mut slot.store, &slot.exports)
+            .map_err(|e| classify(e, self.limits.fuel_per_call))?;
+        let (ptr, len) = abi::unpack(packed);
+        let data = slot.exports.memory.data(&slot.store);
+        let out = data
+            .get(ptr as usize..ptr as usize + len as usize)
+            .ok_or_else(|| CallError::BadResult(format!("buffer {ptr}+{len} lies outside memory")))?
+            .to_vec();
+        slot.exports
+            .free
+            .call(&mut slot.store, (ptr, len))
+            .map_err(|e| classify(e, self.limits.fuel_per_call))?;
+        Ok(out)
+    }
+
+    /// Runs one evaluation call on a pooled instance; discards the instance on any failure.
+    fn with_slot(
+        &self,
+        inputs: [&[u8]; 2],
+        f: impl FnOnce(&mut Store<StoreData>, &Exports, [(u32, u32); 2]) -> wasmtime::Result<u64>,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut slot = self.checkout()?;
+        let result = (|| {
+            slot.store
+                .set_fuel(self.limits.fuel_per_call)
+                .map_err(|e| CallError::Trap(e.to_string()))?;
+            let mut bufs = [(0u32, 0u32); 2];
+            for (buf, data) in bufs.iter_mut().zip(inputs) {
+                *buf = (self.write_input(&mut slot, data)?, data.len() as u32);
+            }
+            let out = self.call_packed(&mut slot, |store, ex| f(store, ex, bufs))?;
+            for (ptr, len) in bufs {
+                if ptr != 0 {
+                    slot.exports
+                        .free
+                        .call(&mut slot.store, (ptr, len))
+                        .map_err(|e| classify(e, self.limits.fuel_per_call))?;
+                }
+            }
+            Ok(out)
+        })();
+        match &result {
+            Ok(_) => {
+                self.stats.calls.fetch_add(1, Ordering::Relaxed);
+                self.checkin(slot);
+            }
+            Err(_) => {
+                // Drop the instance: whatever state the trap left is never seen again.
+                self.stats
+                    .discarded_instances
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Raw ABI call: MessagePack in, the module's MessagePack `Resolution` bytes out.
+    pub fn evaluate_raw(&self, key: &[u8], ctx: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
+        self.check_context_size(ctx.len())?;
+        self.with_slot([key, ctx], |store, ex, [(kp, kl), (cp, cl)]| {
+            ex.evaluate.call(store, (kp, kl, cp, cl, options))
+        })
+    }
+
+    /// Raw ABI call for every flag: the module's MessagePack list of `Resolution`.
+    pub fn evaluate_all_raw(&self, ctx: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
+        self.check_context_size(ctx.len())?;
+        self.with_slot([ctx, &[]], |store, ex, [(cp, cl), _]| {
+            ex.evaluate_all.call(store, (cp, cl, options))
+        })
+    }
+
+    fn check_context_size(&self, size: usize) -> Result<(), CallError> {
+        if size > self.limits.max_context_bytes {
+            return Err(CallError::ContextTooLarge {
+                size,
+                limit: self.limits.max_context_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn encode_context(&self, ctx: &Context) -> Result<Vec<u8>, CallError> {
+        let bytes = encode_context(ctx).map_err(|e| CallError::Encode(e.to_string()))?;
+        self.check_context_size(bytes.len())?;
+        Ok(bytes)
+    }
+
+    /// The answer served when the module gave none: the flag's `on_error` variant.
+    fn fallback(&self, key: &str, err: &CallError) -> Resolution {
+        self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+        match self.manifest.flag(key) {
+            Some(flag) => flag.fallback(err.code(), err.to_string()),
+            None => Resolution::error(
+                key,
+                Value::Null,
+                None,
+                ErrorCode::FlagNotFound,
+                format!(
+                    "flag `{key}` is not defined in ruleset `{}`",
+                    self.manifest.ruleset
+                ),
+            ),
+        }
+    }
+
+    /// Evaluates one flag. Never fails: problems become a result with reason `ERROR`.
+    pub fn evaluate(&self, key: &str, ctx: &Context, explain: bool) -> Resolution {
+        let options = if explain { abi::OPT_EXPLAIN } else { 0 };
+        let out = self
+            .encode_context(ctx)
+            .and_then(|c| self.evaluate_raw(key.as_bytes(), &c, options))
+            .and_then(|bytes| {
+                decode::<Resolution>(&bytes).map_err(|e| CallError::BadResult(e.to_string()))
+            });
+        out.unwrap_or_else(|e| self.fallback(key, &e))
+    }
+
+    /// Evaluates every flag, in declaration order.
+    pub fn evaluate_all(&self, ctx: &Context, explain: bool) -> Vec<Resolution> {
+        let options = if explain { abi::OPT_EXPLAIN } else { 0 };
+        let out = self
+            .encode_context(ctx)
+            .and_then(|c| self.evaluate_all_raw(&c, options))
+            .and_then(|bytes| {
+                decode::<Vec<Resolution>>(&bytes).map_err(|e| CallError::BadResult(e.to_string()))
+            });
+        match out {
+            Ok(results) => results,
+            Err(e) => self
+                .manifest
+                .flags
+                .iter()
+                .map(|f| self.fallback(&f.key, &e))
+                .collect(),
+        }
+    }
+
+    /// What the module reports about itself.
+    #[must_use]
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// sha256 of the module bytes: the module's identity.
+    #[must_use]
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// sha256 as lowercase hex.
+    #[must_use]
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// Module size in bytes.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> &ModuleStats {
+        &self.stats
+    }
+}
