@@ -131,7 +131,7 @@ pub fn parse_cases(sources: &[SourceFile]) -> Result<Vec<Case>, CaseError> {
             let flag = m.get_scalar("flag").map(|f| f.as_str().to_owned());
             let context = match m.get_node("context") {
                 None => Context::new(),
-                Some(node @ Node::Mapping(_)) => match c.value(node) {
+                Some(node @ Node::Mapping(_)) => match c.value_with(node, true) {
                     Some(Value::Map(ctx)) => ctx,
                     _ => continue,
                 },
@@ -155,7 +155,7 @@ pub fn parse_cases(sources: &[SourceFile]) -> Result<Vec<Case>, CaseError> {
                     ("reason", Node::Scalar(s)) => expect.reason = Some(s.as_str().to_owned()),
                     ("error_code", Node::Scalar(s)) => expect.error_code = Some(s.as_str().to_owned()),
                     ("value", Node::Scalar(s)) => expect.value = scalar_value(s.as_str(), s.may_coerce()).or(Some(Value::Null)),
-                    ("value", node) => expect.value = c.value(node),
+                    ("value", node) => expect.value = c.value_with(node, true),
                     (other, _) => c.error(k.span(), format!("unknown expectation `{other}` (expected: variant, value, reason, error_code)")),
                 }
             }

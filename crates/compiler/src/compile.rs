@@ -159,7 +159,7 @@ impl<'f> Compiler<'f> {
     ) -> Option<(&'n str, &'n Span)> {
         if map.get_node(key).is_none() {
             self.error(
-                map.span(),
+                map_start(map),
                 format!("{what} is missing required key `{key}`"),
             );
             return None;
@@ -303,21 +303,7 @@ impl<'f> Compiler<'f> {
                 }
             }
         }
-        let Some((name, _)) = name else {
-            if docs.is_empty() {
-                self.diags.push(Diagnostic {
-                    file: self
-                        .files
-                        .first()
-                        .map_or_else(String::new, |f| f.path.clone()),
-                    line: 1,
-                    col: 1,
-                    message: "no rule files found (expected *.yaml files)".into(),
-                    source_line: None,
-                });
-            }
-            return None;
-        };
+        let (name, _) = name?;
 
         // Schema: sorted by name, slot = position.
         let schema_ir: Vec<AttrIr> = schema
@@ -563,7 +549,7 @@ impl<'f> Compiler<'f> {
             }
             None => {
                 if let Some(k) = kind.filter(|k| k.requires_expiry()) {
-                    self.error(m.span(), format!("{what} of kind {} needs `expires: YYYY-MM-DD` (only ops and policy flags may live forever)", k.as_str()));
+                    self.error(map_start(m), format!("{what} of kind {} needs `expires: YYYY-MM-DD` (only ops and policy flags may live forever)", k.as_str()));
                 }
                 None
             }
@@ -841,11 +827,13 @@ impl<'f> Compiler<'f> {
         self.check_keys(rm, RULE_KEYS, &what);
         let line = rm.span().start().map_or(0, |m| m.line());
         let file = rm.span().start().map_or(0, |m| m.source());
-        let path = self
-            .files
-            .get(file)
-            .map_or("?", |f| f.path.as_str())
-            .to_owned();
+        // Only the file name: the module must not depend on where the sources live.
+        let path = self.files.get(file).map_or("?", |f| {
+            std::path::Path::new(&f.path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(f.path.as_str())
+        });
         let (when, when_text) = match self.scalar(rm, "when", &what) {
             Some((text, span)) => {
                 let mut env = Env {
@@ -1013,17 +1001,29 @@ impl<'f> Compiler<'f> {
 
     /// A YAML value as a variant value (plain scalars are typed, quoted ones are strings).
     pub(crate) fn value(&mut self, node: &Node) -> Option<Value> {
+        self.value_with(node, false)
+    }
+
+    /// Like [`Self::value`], optionally accepting `null` (contexts may hold nulls; variants
+    /// may not).
+    pub(crate) fn value_with(&mut self, node: &Node, allow_null: bool) -> Option<Value> {
         Some(match node {
-            Node::Scalar(s) => scalar_value(s.as_str(), s.may_coerce()).or_else(|| {
-                self.error(s.span(), "`null` is not a valid value here");
-                None
-            })?,
-            Node::Sequence(seq) => {
-                Value::List(seq.iter().map(|n| self.value(n)).collect::<Option<_>>()?)
-            }
+            Node::Scalar(s) => match scalar_value(s.as_str(), s.may_coerce()) {
+                Some(v) => v,
+                None if allow_null => Value::Null,
+                None => {
+                    self.error(s.span(), "`null` is not a valid value here");
+                    return None;
+                }
+            },
+            Node::Sequence(seq) => Value::List(
+                seq.iter()
+                    .map(|n| self.value_with(n, allow_null))
+                    .collect::<Option<_>>()?,
+            ),
             Node::Mapping(m) => Value::Map(
                 m.iter()
-                    .map(|(k, v)| Some((k.as_str().to_owned(), self.value(v)?)))
+                    .map(|(k, v)| Some((k.as_str().to_owned(), self.value_with(v, allow_null)?)))
                     .collect::<Option<_>>()?,
             ),
         })
@@ -1057,6 +1057,11 @@ pub(crate) fn scalar_value(s: &str, plain: bool) -> Option<Value> {
             }
         }
     })
+}
+
+/// Where a mapping's content starts (its first key), for "missing key" errors.
+fn map_start(map: &MarkedMappingNode) -> &Span {
+    map.keys().next().map_or(map.span(), |k| k.span())
 }
 
 fn valid_name(s: &str) -> bool {

@@ -103,8 +103,9 @@ pub(crate) fn compile_condition(text: &str, env: &mut Env) -> Result<Expr, ExprE
             .map(|l| l.absolute)
             .map(|abs| text.get(..abs).map_or(abs, |s| s.chars().count()));
         let mut message = format!("invalid expression: {}", e.msg.trim_end_matches('.'));
-        if !e.expected.is_empty() {
-            message.push_str(&format!("; expected one of {}", e.expected.join(", ")));
+        let expected = friendly_expected(&e.expected);
+        if !expected.is_empty() {
+            message.push_str(&format!("; expected {expected}"));
         }
         ExprError {
             message,
@@ -159,6 +160,37 @@ fn too_deep(e: &Expression, depth: usize) -> bool {
         Expression::List(xs) => xs.iter().any(|x| too_deep(x, d)),
         Expression::Map(kv) => kv.iter().any(|(k, v)| too_deep(k, d) || too_deep(v, d)),
         Expression::Atom(_) | Expression::Ident(_) => false,
+    }
+}
+
+/// Turns the parser's token patterns into words a rule author reads.
+fn friendly_expected(expected: &[String]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for e in expected {
+        let word = if e.starts_with("r#") {
+            if e.contains("[bB]") || e.contains("[rR]") || e.contains("[uU]") || e.contains("[xX]")
+            {
+                continue;
+            } else if e.contains("'([^'") || e.contains("\\\"([^") {
+                "a string".to_owned()
+            } else if e.contains("[0-9]") {
+                "a number".to_owned()
+            } else if e.contains("[_a-zA-Z]") {
+                "an attribute name".to_owned()
+            } else {
+                continue;
+            }
+        } else {
+            format!("`{}`", e.trim_matches('"'))
+        };
+        if !out.contains(&word) {
+            out.push(word);
+        }
+    }
+    match out.len() {
+        0 => String::new(),
+        1 => out.remove(0),
+        _ => format!("one of {}", out.join(", ")),
     }
 }
 

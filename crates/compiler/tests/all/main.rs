@@ -1,0 +1,4 @@
+//! Compiler integration tests: located diagnostics (data-driven), determinism, module shape.
+
+mod diagnostics;
+mod module_shape;
