@@ -1,0 +1,213 @@
+//! The `flagforge` binary, run as a user would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn flagforge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flagforge"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn built_checkout(dir: &Path) -> String {
+    let out = dir.join("checkout.wasm");
+    let o = flagforge(&[
+        "build",
+        rules_examples::dir("checkout").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn build_prints_sha256_and_size_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.wasm");
+    let b = dir.path().join("b.wasm");
+    let src = rules_examples::dir("checkout");
+    let oa = stdout(&flagforge(&[
+        "build",
+        src.to_str().unwrap(),
+        "-o",
+        a.to_str().unwrap(),
+    ]));
+    let ob = stdout(&flagforge(&[
+        "build",
+        src.to_str().unwrap(),
+        "-o",
+        b.to_str().unwrap(),
+    ]));
+    let sha = |s: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("sha256 "))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(sha(&oa), sha(&ob));
+    assert_eq!(sha(&oa).len(), 64);
+    let size: usize = oa
+        .lines()
+        .find_map(|l| l.strip_prefix("size "))
+        .unwrap()
+        .trim_end_matches(" bytes")
+        .parse()
+        .unwrap();
+    assert_eq!(size, std::fs::metadata(&a).unwrap().len() as usize);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+#[test]
+fn check_fails_with_located_errors() {
+    let bad = rules_examples::corpus().join("invalid/unknown_attribute.yaml");
+    let o = flagforge(&["check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unknown_attribute.yaml:14:34: unknown attribute `tierr`"),
+        "{err}"
+    );
+    let ok = flagforge(&["check", rules_examples::dir("checkout").to_str().unwrap()]);
+    assert!(ok.status.success());
+}
+
+#[test]
+fn eval_answers_in_the_documented_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = built_checkout(dir.path());
+    let o = flagforge(&[
+        "eval",
+        &module,
+        "--context",
+        r#"{"tenant":"acme-fr","market":"FR","customer_id":"c-1"}"#,
+        "--flag",
+        "FulfillmentRoutingMode",
+    ]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["key"], "FulfillmentRoutingMode");
+    assert_eq!(v["value"], "NEW_PRIMARY");
+    assert_eq!(v["variant"], "NEW_PRIMARY");
+    assert_eq!(v["reason"], "TARGETING_MATCH");
+    assert!(v.get("error_code").is_none());
+
+    // Every flag: an object keyed by flag key.
+    let all = flagforge(&[
+        "eval",
+        &module,
+        "--context",
+        r#"{"market":"IT"}"#,
+        "--now",
+        "2026-12-01T00:00:00Z",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 8);
+    assert_eq!(v["FraudEngineRoutingMode"]["variant"], "engine_v2");
+}
+
+#[test]
+fn eval_with_a_wrong_typed_context_gives_reason_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = built_checkout(dir.path());
+    let o = flagforge(&[
+        "eval",
+        &module,
+        "--context",
+        r#"{"market": 33}"#,
+        "--flag",
+        "FraudEngineRoutingMode",
+    ]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reason"], "ERROR");
+    assert_eq!(v["error_code"], "TYPE_MISMATCH");
+    assert_eq!(v["variant"], "engine_v2", "the kill switch fails safe");
+}
+
+#[test]
+fn eval_explain_names_the_deciding_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = built_checkout(dir.path());
+    let o = flagforge(&[
+        "eval",
+        &module,
+        "--context",
+        r#"{"market":"IT"}"#,
+        "--flag",
+        "FraudEngineRoutingMode",
+        "--explain",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["explain"]["rule"], 0);
+    let step = &v["explain"]["steps"][0];
+    assert_eq!(step["outcome"], "matched");
+    assert!(
+        step["source"].as_str().unwrap().starts_with("ops.yaml:"),
+        "{step}"
+    );
+}
+
+#[test]
+fn eval_refuses_unusable_context_json_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = built_checkout(dir.path());
+    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
+    for (ctx, msg) in [
+        ("not json", "not valid JSON"),
+        ("[1,2]", "must be a JSON object"),
+        (deep.as_str(), "not valid JSON"),
+    ] {
+        let o = flagforge(&["eval", &module, "--context", ctx]);
+        assert_eq!(o.status.code(), Some(2), "{ctx}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(msg), "{err}");
+    }
+}
+
+#[test]
+fn inspect_reports_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = built_checkout(dir.path());
+    let v: serde_json::Value =
+        serde_json::from_slice(&flagforge(&["inspect", &module]).stdout).unwrap();
+    assert_eq!(v["ruleset"], "checkout");
+    assert_eq!(v["abi_version"], 1);
+    assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
+    let flags = v["flags"].as_array().unwrap();
+    assert_eq!(flags.len(), 8);
+    let frm = flags
+        .iter()
+        .find(|f| f["key"] == "FulfillmentRoutingMode")
+        .unwrap();
+    assert_eq!(frm["kind"], "migration");
+    assert_eq!(frm["owner"], "fulfillment-team");
+    assert_eq!(frm["expires"], "2027-06-30");
+    assert_eq!(frm["default"], "LEGACY_ONLY");
+    assert_eq!(frm["variants"]["NEW_ONLY"], "NEW_ONLY");
+    assert_eq!(frm["lifecycle"]["dependents"][0], "order-service");
+}
+
+#[test]
+fn test_command_ends_with_the_summary_line() {
+    let o = flagforge(&["test", rules_examples::dir("checkout").to_str().unwrap()]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let last = out.lines().last().unwrap();
+    assert!(last.ends_with("passed, 0 failed"), "{last}");
+}
+
+#[test]
+fn inspecting_a_hostile_file_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.wasm");
+    std::fs::write(&f, b"\0asmgarbage").unwrap();
+    let o = flagforge(&["inspect", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unsupported WebAssembly binary version"));
+}

@@ -1,0 +1,5 @@
+//! CLI integration tests: the shared corpus on every engine, and the `flagforge` binary's
+//! documented outputs.
+
+mod commands;
+mod corpus;

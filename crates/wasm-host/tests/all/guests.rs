@@ -1,0 +1,132 @@
+//! Hand-written guests (WAT) that implement the ABI but misbehave on purpose, plus helpers.
+
+use flagforge_protocol::{
+    encode, manifest::ManifestReply, FlagInfo, FlagKind, Lifecycle, Manifest, Reason, Resolution,
+    Value, VariantInfo,
+};
+
+/// Flag keys of the misbehaving guest; its behaviour is chosen by the key's length.
+pub const LOOP: &str = "loop"; // 4: loops forever
+pub const GROW: &str = "grow!"; // 5: grows memory without bound
+pub const TRAP: &str = "unrch!"; // 6: executes `unreachable`
+pub const BAD_PTR: &str = "badptr!"; // 7: returns a buffer outside memory
+pub const OK: &str = "ok"; // anything else: a canned, valid result
+
+fn flag(key: &str) -> FlagInfo {
+    FlagInfo {
+        key: key.into(),
+        kind: FlagKind::Ops,
+        owner: "tests".into(),
+        description: None,
+        expires: None,
+        variants: vec![
+            VariantInfo {
+                name: "normal".into(),
+                value: Value::from("normal"),
+            },
+            VariantInfo {
+                name: "safe".into(),
+                value: Value::from("fallback"),
+            },
+        ],
+        default: "normal".into(),
+        on_error: "safe".into(),
+        states: vec![],
+        prerequisites: vec![],
+        reads: vec![],
+        is_static: false,
+        lifecycle: Lifecycle::default(),
+    }
+}
+
+pub fn manifest(abi_version: u32) -> Manifest {
+    Manifest {
+        abi_version,
+        ruleset: "hostile".into(),
+        compiler: "hand-written".into(),
+        context: vec![],
+        flags: [LOOP, GROW, TRAP, BAD_PTR, OK]
+            .into_iter()
+            .map(flag)
+            .collect(),
+    }
+}
+
+pub fn canned() -> Resolution {
+    Resolution {
+        key: OK.into(),
+        value: Value::from("normal"),
+        variant: Some("normal".into()),
+        reason: Reason::Static,
+        error_code: None,
+        error_message: None,
+        explain: None,
+    }
+}
+
+fn wat_bytes(b: &[u8]) -> String {
+    b.iter().map(|x| format!("\\{x:02x}")).collect()
+}
+
+/// Options for building a guest.
+#[derive(Default)]
+pub struct Guest<'a> {
+    pub abi_version: u32,
+    pub extra: &'a str,
+    pub omit_manifest: bool,
+    pub alloc_signature: Option<&'a str>,
+}
+
+pub fn build(g: Guest) -> Vec<u8> {
+    let manifest = encode(&ManifestReply::Ok(manifest(1))).unwrap();
+    let result = encode(&canned()).unwrap();
+    let abi = if g.abi_version == 0 { 1 } else { g.abi_version };
+    let alloc_sig = g.alloc_signature.unwrap_or("(param i32) (result i32)");
+    let manifest_fn = if g.omit_manifest {
+        String::new()
+    } else {
+        format!(
+            r#"(func (export "ff_manifest") (result i64)
+                 (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const {})))"#,
+            manifest.len()
+        )
+    };
+    let wat = format!(
+        r#"(module
+  {extra}
+  (memory (export "memory") 2)
+  (global $bump (mut i32) (i32.const 16384))
+  (data (i32.const 1024) "{m}")
+  (data (i32.const 8192) "{r}")
+  (func (export "ff_abi_version") (result i32) (i32.const {abi}))
+  (func (export "ff_alloc") {alloc_sig}
+    (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (i32.const 64)))
+    (local.get $p))
+  (func (export "ff_free") (param i32 i32))
+  {manifest_fn}
+  (func (export "ff_evaluate") (param $kp i32) (param $kl i32) (param i32 i32 i32) (result i64)
+    (if (i32.eq (local.get $kl) (i32.const 4)) (then (loop $l (br $l))))
+    (if (i32.eq (local.get $kl) (i32.const 5))
+      (then (loop $g (drop (memory.grow (i32.const 16))) (br $g))))
+    (if (i32.eq (local.get $kl) (i32.const 6)) (then unreachable))
+    (if (i32.eq (local.get $kl) (i32.const 7)) (then (return (i64.const 0x7ff0000000000010))))
+    (i64.or (i64.shl (i64.const 8192) (i64.const 32)) (i64.const {rl})))
+  (func (export "ff_evaluate_all") (param i32 i32 i32) (result i64)
+    (i64.or (i64.shl (i64.const 8192) (i64.const 32)) (i64.const {rl})))
+)"#,
+        extra = g.extra,
+        m = wat_bytes(&manifest),
+        r = wat_bytes(&result),
+        rl = result.len(),
+    );
+    wat::parse_str(&wat).unwrap()
+}
+
+/// The real checkout example module.
+pub fn checkout() -> Vec<u8> {
+    flagforge_compiler::compile_path(&rules_examples::dir("checkout"))
+        .unwrap()
+        .module
+}

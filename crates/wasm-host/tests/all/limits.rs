@@ -1,0 +1,93 @@
+//! A guest that loops, grows memory, traps or lies about its buffers: the call answers the
+//! flag's `on_error` variant with reason ERROR, the instance is discarded, and the next call
+//! is answered normally.
+
+use std::sync::atomic::Ordering;
+
+use flagforge_protocol::{Context, ErrorCode, Reason, Value};
+use wasm_host::{Host, Limits, LoadedModule};
+
+use crate::guests::{self, Guest, BAD_PTR, GROW, LOOP, OK, TRAP};
+
+fn hostile() -> LoadedModule {
+    let limits = Limits {
+        fuel_per_call: 2_000_000,
+        memory_bytes: 4 * 1024 * 1024,
+        ..Limits::default()
+    };
+    Host::new(limits)
+        .unwrap()
+        .load(&guests::build(Guest::default()))
+        .unwrap()
+}
+
+fn assert_fallback(m: &LoadedModule, key: &str, message: &str) {
+    let r = m.evaluate(key, &Context::new(), false);
+    assert_eq!(r.reason, Reason::Error, "{key}: {r:?}");
+    assert_eq!(r.error_code, Some(ErrorCode::General), "{key}");
+    assert_eq!(r.variant.as_deref(), Some("safe"), "{key}");
+    assert_eq!(r.value, Value::from("fallback"), "{key}");
+    let msg = r.error_message.unwrap_or_default();
+    assert!(msg.contains(message), "{key}: {msg}");
+    // The next evaluation on the same module is answered normally.
+    assert_eq!(
+        m.evaluate(OK, &Context::new(), false),
+        guests::canned(),
+        "after {key}"
+    );
+}
+
+#[test]
+fn a_looping_guest_runs_out_of_fuel_and_serves_on_error() {
+    let m = hostile();
+    assert_fallback(&m, LOOP, "fuel");
+    assert!(m.stats().discarded_instances.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn a_guest_growing_memory_without_bound_hits_the_cap() {
+    let m = hostile();
+    assert_fallback(&m, GROW, "out of memory");
+}
+
+#[test]
+fn a_trapping_guest_serves_on_error() {
+    assert_fallback(&hostile(), TRAP, "trapped");
+}
+
+#[test]
+fn a_guest_returning_a_buffer_outside_memory_serves_on_error() {
+    assert_fallback(&hostile(), BAD_PTR, "outside memory");
+}
+
+#[test]
+fn repeated_traps_do_not_leak_instances_into_the_pool() {
+    let m = hostile();
+    for _ in 0..5 {
+        let _ = m.evaluate(TRAP, &Context::new(), false);
+    }
+    assert_eq!(m.stats().discarded_instances.load(Ordering::Relaxed), 5);
+    assert_eq!(m.evaluate(OK, &Context::new(), false), guests::canned());
+}
+
+#[test]
+fn many_threads_evaluate_the_real_module_concurrently() {
+    let m = Host::new(Limits::default())
+        .unwrap()
+        .load(&guests::checkout())
+        .unwrap();
+    let mut ctx = Context::new();
+    ctx.insert("market".into(), Value::from("IT"));
+    let expected = m.evaluate("FraudEngineRoutingMode", &ctx, false);
+    assert_eq!(expected.variant.as_deref(), Some("engine_v2"));
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..100 {
+                    assert_eq!(m.evaluate("FraudEngineRoutingMode", &ctx, false), expected);
+                }
+            });
+        }
+    });
+    assert!(m.stats().instances_created.load(Ordering::Relaxed) <= 5);
+}

@@ -1,0 +1,6 @@
+//! wasm-host integration tests: hostile modules, hostile inputs, limits, concurrency.
+
+mod guests;
+mod hostile_input;
+mod hostile_modules;
+mod limits;
