@@ -207,8 +207,8 @@ impl<'f> Compiler<'f> {
                 continue;
             };
             self.check_keys(map, TOP_KEYS, "a rule file");
-            match self.required(map, "ruleset", "a rule file") {
-                Some((n, span)) => {
+            if let Some((n, span)) = self.required(map, "ruleset", "a rule file") {
+                {
                     match &name {
                         Some((first, _)) if first != n => {
                             self.error(span, format!("all files of a ruleset must name the same ruleset: `{first}` and `{n}`"));
@@ -222,7 +222,6 @@ impl<'f> Compiler<'f> {
                         }
                     }
                 }
-                None => {}
             }
             if let Some(node) = map.get_node("context") {
                 match node.as_mapping() {
@@ -908,9 +907,7 @@ impl<'f> Compiler<'f> {
                     self.error(ro.span(), "rollout weights add up to more than 4294967295");
                     return None;
                 }
-                let Some((by, by_span)) = self.required(rm, "by", &what) else {
-                    return None;
-                };
+                let (by, by_span) = self.required(rm, "by", &what)?;
                 let slot = match attrs.get(by) {
                     Some((slot, Ty::String | Ty::Int)) => *slot,
                     Some((_, ty)) => {

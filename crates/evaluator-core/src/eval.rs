@@ -11,16 +11,18 @@
 use std::cmp::Ordering;
 
 use flagforge_protocol::{
-    abi, value::decode_context, Context, ErrorCode, Explanation, FlagInfo, Lifecycle, Manifest,
-    Reason, Resolution, Step, Value, VariantInfo,
+    abi, Context, ErrorCode, Explanation, FlagInfo, Lifecycle, Manifest, Reason, Resolution, Step,
+    Value, VariantInfo,
 };
 use regex_lite::Regex;
 use semver::Version;
+use serde::Serialize;
 
-use crate::bind::{bind, Parsed, Slot, V};
+use crate::bind::{bind, Slot, V};
 use crate::ir::{
     Action, ArithOp, AttrIr, CmpOp, Expr, FlagIr, Lit, RulesetIr, SetIr, StrOp, IR_FORMAT,
 };
+use crate::wire::bind_bytes;
 use crate::{bucket, LoadError};
 
 /// Evaluation options.
@@ -46,8 +48,48 @@ pub struct Ruleset {
     ir: RulesetIr,
     regexes: Vec<Regex>,
     semvers: Vec<Version>,
-    /// Flag indices sorted by key.
+    /// Flag indices sorted by key length, then key.
     order: Vec<u32>,
+    /// Per flag: which schema slots its evaluation can read (its rules, segments, rollouts,
+    /// schedule and prerequisites, transitively). Only those are bound for a one-flag call.
+    needs: Vec<Vec<bool>>,
+}
+
+/// Records an explanation step; the arguments are evaluated only when explaining.
+macro_rules! note {
+    ($steps:expr, $check:expr, $source:expr, $outcome:expr $(,)?) => {
+        if let Some(s) = $steps.as_mut() {
+            s.push(Step {
+                check: String::from($check),
+                source: $source,
+                outcome: String::from($outcome),
+            });
+        }
+    };
+}
+
+/// What evaluating one flag decided, before it is rendered as a result.
+struct Decision {
+    index: usize,
+    /// (reason, variant index, deciding rule) or the failure.
+    outcome: Result<(Reason, u32, Option<u32>), EvalError>,
+    steps: Option<Vec<Step>>,
+}
+
+/// [`Resolution`] borrowed: same field names, order and skipping, so the same bytes.
+#[derive(Serialize)]
+struct ResolutionRef<'a> {
+    key: &'a str,
+    value: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
+    reason: Reason,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<ErrorCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explain: Option<&'a Explanation>,
 }
 
 #[derive(Debug)]
@@ -110,14 +152,18 @@ impl Ruleset {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut order: Vec<u32> = (0..ir.flags.len() as u32).collect();
-        order.sort_by(|&a, &b| key_of(&ir, a).cmp(key_of(&ir, b)));
-        let rules = Ruleset {
+        order.sort_by(|&a, &b| short_first(key_of(&ir, a), key_of(&ir, b)));
+        let mut rules = Ruleset {
             ir,
             regexes,
             semvers,
             order,
+            needs: Vec::new(),
         };
         rules.check_indices()?;
+        rules.needs = (0..rules.ir.flags.len())
+            .map(|i| rules.slots_needed(i))
+            .collect();
         Ok(rules)
     }
 
@@ -207,6 +253,76 @@ impl Ruleset {
         Ok(())
     }
 
+    /// The schema slots flag `index` can read, following segments and prerequisites.
+    fn slots_needed(&self, index: usize) -> Vec<bool> {
+        let ir = &self.ir;
+        let mut mask = vec![false; ir.schema.len()];
+        let mut mark = |i: u32| {
+            if let Some(m) = mask.get_mut(i as usize) {
+                *m = true;
+            }
+        };
+        let mut flags = vec![index];
+        let mut seen_flags = vec![false; ir.flags.len()];
+        let mut seen_segments = vec![false; ir.segments.len()];
+        while let Some(fi) = flags.pop() {
+            let (Some(f), Some(seen)) = (ir.flags.get(fi), seen_flags.get_mut(fi)) else {
+                continue;
+            };
+            if std::mem::replace(seen, true) {
+                continue;
+            }
+            if let Some(n) = f.now_slot.filter(|_| !f.schedule.is_empty()) {
+                mark(n);
+            }
+            flags.extend(f.prerequisites.iter().map(|p| p.flag as usize));
+            let mut exprs: Vec<&Expr> = Vec::new();
+            for r in &f.rules {
+                exprs.extend(r.when.iter());
+                if let Action::Rollout(ro) = &r.action {
+                    mark(ro.by);
+                }
+            }
+            while let Some(e) = exprs.pop() {
+                match e {
+                    Expr::Lit(_) => {}
+                    Expr::Attr(i) | Expr::Has(i) => mark(*i),
+                    Expr::Not(a) => exprs.push(a),
+                    Expr::And(xs) | Expr::Or(xs) => exprs.extend(xs.iter()),
+                    Expr::Cmp(_, a, b) | Expr::Str(_, a, b) | Expr::Arith(_, a, b) => {
+                        exprs.push(a);
+                        exprs.push(b);
+                    }
+                    Expr::InSet(a, _) | Expr::Matches(a, _) => exprs.push(a),
+                    Expr::InList(a, xs) => {
+                        exprs.push(a);
+                        exprs.extend(xs.iter());
+                    }
+                    Expr::InAttr(a, i) => {
+                        mark(*i);
+                        exprs.push(a);
+                    }
+                    Expr::Segment(s) => {
+                        let s = *s as usize;
+                        if let (Some(seen), Some(seg)) =
+                            (seen_segments.get_mut(s), ir.segments.get(s))
+                        {
+                            if !std::mem::replace(seen, true) {
+                                exprs.push(&seg.when);
+                            }
+                        }
+                    }
+                    Expr::Cond(c, a, b) => {
+                        exprs.push(c);
+                        exprs.push(a);
+                        exprs.push(b);
+                    }
+                }
+            }
+        }
+        mask
+    }
+
     /// The compiled model.
     #[must_use]
     pub fn ir(&self) -> &RulesetIr {
@@ -235,7 +351,7 @@ impl Ruleset {
 
     fn find(&self, key: &str) -> Option<usize> {
         self.order
-            .binary_search_by(|&i| key_of(&self.ir, i).cmp(key))
+            .binary_search_by(|&i| short_first(key_of(&self.ir, i), key))
             .ok()
             .and_then(|pos| self.order.get(pos))
             .map(|&i| i as usize)
@@ -247,56 +363,74 @@ impl Ruleset {
         let Some(index) = self.find(key) else {
             return self.not_found(key);
         };
-        let parsed = Parsed::new(&self.ir.schema, ctx);
-        let slots = bind(&self.ir.schema, ctx, &parsed);
-        self.resolve(index, &slots, opts, 0)
+        let slots = bind(
+            &self.ir.schema,
+            ctx,
+            self.needs.get(index).map(Vec::as_slice),
+        );
+        self.resolution(&self.decision(index, &slots, opts))
     }
 
     /// Evaluates every flag, in declaration order.
     #[must_use]
     pub fn evaluate_all(&self, ctx: &Context, opts: Options) -> Vec<Resolution> {
-        let parsed = Parsed::new(&self.ir.schema, ctx);
-        let slots = bind(&self.ir.schema, ctx, &parsed);
+        let slots = bind(&self.ir.schema, ctx, None);
         (0..self.ir.flags.len())
-            .map(|i| self.resolve(i, &slots, opts, 0))
+            .map(|i| self.resolution(&self.decision(i, &slots, opts)))
             .collect()
     }
 
-    /// The ABI entry point for one flag: MessagePack key and context in, result out.
-    /// Never fails: bad input becomes a result with reason `ERROR`.
+    /// The ABI entry point for one flag: flag key bytes and MessagePack context in,
+    /// MessagePack result out. Never fails: bad input becomes a result with reason `ERROR`.
     #[must_use]
     pub fn evaluate_encoded(&self, key: &[u8], ctx: &[u8], options: u32) -> Vec<u8> {
         let opts = Options::from_bits(options);
-        let res = match std::str::from_utf8(key) {
-            Err(_) => Resolution::error(
+        let Ok(key) = std::str::from_utf8(key) else {
+            let r = Resolution::error(
                 "",
                 Value::Null,
                 None,
                 ErrorCode::FlagNotFound,
                 "flag key is not valid UTF-8",
-            ),
-            Ok(key) => match decode_context(ctx) {
-                Ok(ctx) => self.evaluate(key, &ctx, opts),
-                Err(e) => match self.find(key) {
-                    Some(i) => self.fail(i, ErrorCode::ParseError, format!("context: {e}")),
-                    None => self.not_found(key),
-                },
-            },
+            );
+            return flagforge_protocol::encode(&r).unwrap_or_default();
         };
-        flagforge_protocol::encode(&res).unwrap_or_default()
+        let Some(index) = self.find(key) else {
+            return flagforge_protocol::encode(&self.not_found(key)).unwrap_or_default();
+        };
+        let mut out = Vec::with_capacity(128);
+        let needs = self.needs.get(index).map(Vec::as_slice);
+        let decision = match bind_bytes(&self.ir.schema, ctx, needs) {
+            Ok(slots) => self.decision(index, &slots, opts),
+            Err(e) => self.parse_failure(index, &e.0),
+        };
+        self.write(&decision, &mut out);
+        out
     }
 
-    /// The ABI entry point for all flags.
+    /// The ABI entry point for all flags: a MessagePack list of results in declaration order.
     #[must_use]
     pub fn evaluate_all_encoded(&self, ctx: &[u8], options: u32) -> Vec<u8> {
         let opts = Options::from_bits(options);
-        let results = match decode_context(ctx) {
-            Ok(ctx) => self.evaluate_all(&ctx, opts),
-            Err(e) => (0..self.ir.flags.len())
-                .map(|i| self.fail(i, ErrorCode::ParseError, format!("context: {e}")))
-                .collect(),
-        };
-        flagforge_protocol::encode(&results).unwrap_or_default()
+        let n = self.ir.flags.len();
+        let mut out = Vec::with_capacity(64 * n + 8);
+        let _ = rmp::encode::write_array_len(&mut out, n as u32);
+        match bind_bytes(&self.ir.schema, ctx, None) {
+            Ok(slots) => (0..n).for_each(|i| self.write(&self.decision(i, &slots, opts), &mut out)),
+            Err(e) => (0..n).for_each(|i| self.write(&self.parse_failure(i, &e.0), &mut out)),
+        }
+        out
+    }
+
+    fn parse_failure(&self, index: usize, message: &str) -> Decision {
+        Decision {
+            index,
+            outcome: Err(EvalError {
+                code: ErrorCode::ParseError,
+                message: format!("context: {message}"),
+            }),
+            steps: None,
+        }
     }
 
     fn not_found(&self, key: &str) -> Resolution {
@@ -309,42 +443,74 @@ impl Ruleset {
         )
     }
 
-    fn fail(&self, index: usize, code: ErrorCode, message: String) -> Resolution {
-        match self.ir.flags.get(index) {
-            Some(f) => {
-                let (name, value) = variant(f, f.on_error);
-                Resolution::error(&f.key, value, name, code, message)
-            }
-            None => Resolution::error("", Value::Null, None, code, message),
+    fn decision(&self, index: usize, slots: &[Slot], opts: Options) -> Decision {
+        let mut steps = opts.explain.then(Vec::new);
+        let outcome = self.decide(index, slots, &mut steps, 0);
+        Decision {
+            index,
+            outcome,
+            steps,
         }
     }
 
-    fn resolve(&self, index: usize, slots: &[Slot], opts: Options, depth: usize) -> Resolution {
-        let mut steps = opts.explain.then(Vec::new);
-        let outcome = self.decide(index, slots, &mut steps, depth);
-        let Some(flag) = self.ir.flags.get(index) else {
-            return Resolution::error("", Value::Null, None, ErrorCode::General, "no such flag");
+    /// The served variant's name and value, borrowed from the rules.
+    fn served(&self, d: &Decision) -> (Option<&str>, &Value) {
+        static NULL: Value = Value::Null;
+        let Some(flag) = self.ir.flags.get(d.index) else {
+            return (None, &NULL);
         };
-        let mut res = match outcome {
-            Ok((reason, v, rule)) => {
-                let (name, value) = variant(flag, v);
-                let explain = steps.take().map(|steps| Explanation { rule, steps });
-                Resolution {
-                    key: flag.key.clone(),
-                    value,
-                    variant: name,
-                    reason,
-                    error_code: None,
-                    error_message: None,
-                    explain,
-                }
-            }
-            Err(e) => self.fail(index, e.code, e.message),
+        let v = match &d.outcome {
+            Ok((_, v, _)) => *v,
+            Err(_) => flag.on_error,
         };
-        if let Some(steps) = steps {
-            res.explain = Some(Explanation { rule: None, steps });
+        flag.variants
+            .get(v as usize)
+            .map_or((None, &NULL), |(n, val)| (Some(n.as_str()), val))
+    }
+
+    fn explanation(d: &Decision) -> Option<Explanation> {
+        d.steps.as_ref().map(|steps| Explanation {
+            rule: d.outcome.as_ref().ok().and_then(|(_, _, rule)| *rule),
+            steps: steps.clone(),
+        })
+    }
+
+    fn resolution(&self, d: &Decision) -> Resolution {
+        let (variant, value) = self.served(d);
+        let key = self.ir.flags.get(d.index).map_or("", |f| f.key.as_str());
+        let (reason, error_code, error_message) = match &d.outcome {
+            Ok((reason, _, _)) => (*reason, None, None),
+            Err(e) => (Reason::Error, Some(e.code), Some(e.message.clone())),
+        };
+        Resolution {
+            key: key.to_owned(),
+            value: value.clone(),
+            variant: variant.map(str::to_owned),
+            reason,
+            error_code,
+            error_message,
+            explain: Self::explanation(d),
         }
-        res
+    }
+
+    /// Encodes a decision without copying what it borrows; the bytes equal the encoding of
+    /// [`Self::resolution`] (see the `borrowed_encoding_matches_owned` test).
+    fn write(&self, d: &Decision, out: &mut Vec<u8>) {
+        let (variant, value) = self.served(d);
+        let explain = Self::explanation(d);
+        let r = ResolutionRef {
+            key: self.ir.flags.get(d.index).map_or("", |f| f.key.as_str()),
+            value,
+            variant,
+            reason: match &d.outcome {
+                Ok((reason, _, _)) => *reason,
+                Err(_) => Reason::Error,
+            },
+            error_code: d.outcome.as_ref().err().map(|e| e.code),
+            error_message: d.outcome.as_ref().err().map(|e| e.message.as_str()),
+            explain: explain.as_ref(),
+        };
+        let _ = r.serialize(&mut rmp_serde::Serializer::new(out).with_struct_map());
     }
 
     /// Returns (reason, variant index, deciding rule).
@@ -360,17 +526,8 @@ impl Ruleset {
             .flags
             .get(index)
             .ok_or_else(|| EvalError::general("no such flag"))?;
-        let mut note = |check: String, source: Option<String>, outcome: String| {
-            if let Some(s) = steps.as_mut() {
-                s.push(Step {
-                    check,
-                    source,
-                    outcome,
-                });
-            }
-        };
         if !flag.enabled {
-            note("enabled".into(), None, "flag is disabled".into());
+            note!(steps, "enabled", None, "flag is disabled");
             return Ok((Reason::Disabled, flag.default, None));
         }
         if !flag.schedule.is_empty() {
@@ -392,15 +549,15 @@ impl Ruleset {
             let open = flag.schedule.iter().any(|w| {
                 w.from.is_none_or(|from| now >= from) && w.until.is_none_or(|until| now < until)
             });
-            note(
-                "schedule".into(),
+            note!(
+                steps,
+                "schedule",
                 None,
                 if open {
                     "inside a window"
                 } else {
                     "outside every window"
-                }
-                .into(),
+                },
             );
             if !open {
                 return Ok((Reason::Disabled, flag.default, None));
@@ -425,7 +582,8 @@ impl Ruleset {
                 .get(p.flag as usize)
                 .and_then(|f| f.variants.get(served as usize))
                 .map_or("", |(n, _)| n.as_str());
-            note(
+            note!(
+                steps,
                 format!("prerequisite {pre_key}"),
                 None,
                 format!(
@@ -446,25 +604,35 @@ impl Ruleset {
                     Some(_) => return Err(EvalError::general("condition is not boolean")),
                 },
             };
-            let check = format!("rule {i}");
             match matched {
                 Some(true) => {}
                 Some(false) => {
-                    note(check, Some(rule.source.clone()), "not matched".into());
+                    note!(
+                        steps,
+                        format!("rule {i}"),
+                        Some(rule.source.clone()),
+                        "not matched"
+                    );
                     continue;
                 }
                 None => {
-                    note(
-                        check,
+                    note!(
+                        steps,
+                        format!("rule {i}"),
                         Some(rule.source.clone()),
-                        "not matched (missing attribute)".into(),
+                        "not matched (missing attribute)",
                     );
                     continue;
                 }
             }
             match &rule.action {
                 Action::Serve(v) => {
-                    note(check, Some(rule.source.clone()), "matched".into());
+                    note!(
+                        steps,
+                        format!("rule {i}"),
+                        Some(rule.source.clone()),
+                        "matched"
+                    );
                     return Ok((Reason::TargetingMatch, *v, Some(i as u32)));
                 }
                 Action::Rollout(ro) => {
@@ -482,10 +650,11 @@ impl Ruleset {
                             })
                         }
                         _ => {
-                            note(
-                                check,
+                            note!(
+                                steps,
+                                format!("rule {i}"),
                                 Some(rule.source.clone()),
-                                "matched, but the bucketing attribute is missing".into(),
+                                "matched, but the bucketing attribute is missing",
                             );
                             continue;
                         }
@@ -499,8 +668,9 @@ impl Ruleset {
                         .get(pick)
                         .map(|(v, _)| *v)
                         .ok_or_else(|| EvalError::general("rollout bucket out of range"))?;
-                    note(
-                        check,
+                    note!(
+                        steps,
+                        format!("rule {i}"),
                         Some(rule.source.clone()),
                         format!("matched, bucket {b} of {total}"),
                     );
@@ -519,6 +689,8 @@ impl Ruleset {
     fn slot<'a>(&self, slots: &'a [Slot<'a>], i: u32) -> Out<'a> {
         match slots.get(i as usize) {
             Some(Slot::Val(v)) => Ok(Some(v.clone())),
+            Some(Slot::Semver(v)) => Ok(Some(V::Semver(v))),
+            Some(Slot::List(items)) => Ok(Some(V::List(items))),
             Some(Slot::Missing) => Ok(None),
             Some(Slot::Invalid(msg)) => Err(EvalError {
                 code: ErrorCode::TypeMismatch,
@@ -616,15 +788,11 @@ impl Ruleset {
                 let V::List(items) = list else {
                     return Err(EvalError::general("`in` needs a list"));
                 };
-                V::Bool(items.iter().any(|item| {
-                    let item = match item {
-                        Value::String(s) => V::Str(s),
-                        Value::Int(n) => V::Int(*n),
-                        Value::Float(f) => V::Float(*f),
-                        _ => return false,
-                    };
-                    compare(&a, &item) == Some(Ordering::Equal)
-                }))
+                V::Bool(
+                    items
+                        .iter()
+                        .any(|item| compare(&a, item) == Some(Ordering::Equal)),
+                )
             }
             Expr::Str(op, a, b) => {
                 let (Some(a), Some(b)) = (self.eval(a, slots)?, self.eval(b, slots)?) else {
@@ -704,16 +872,14 @@ impl Ruleset {
     }
 }
 
-fn key_of(ir: &RulesetIr, i: u32) -> &str {
-    ir.flags.get(i as usize).map_or("", |f| f.key.as_str())
+/// Orders keys by length, then bytes: most comparisons end on the length, without a
+/// `memcmp` call (a byte loop inside the module).
+fn short_first(a: &str, b: &str) -> Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
-fn variant(flag: &FlagIr, v: u32) -> (Option<String>, Value) {
-    flag.variants
-        .get(v as usize)
-        .map_or((None, Value::Null), |(n, val)| {
-            (Some(n.clone()), val.clone())
-        })
+fn key_of(ir: &RulesetIr, i: u32) -> &str {
+    ir.flags.get(i as usize).map_or("", |f| f.key.as_str())
 }
 
 fn is_static(f: &FlagIr) -> bool {
@@ -861,6 +1027,64 @@ mod tests {
                 index: 9
             })
         ));
+    }
+
+    #[test]
+    fn borrowed_encoding_matches_owned() {
+        let rules = Ruleset::from_ir(RulesetIr::example()).unwrap();
+        let mut contexts = vec![Context::new()];
+        for v in [
+            Value::from("FR"),
+            Value::from("DE"),
+            Value::Int(3),
+            Value::Null,
+        ] {
+            let mut c = Context::new();
+            c.insert("market".into(), v);
+            contexts.push(c);
+        }
+        for ctx in &contexts {
+            for explain in [false, true] {
+                let bytes = flagforge_protocol::value::encode_context(ctx).unwrap();
+                let owned = rules.evaluate("NewCheckout", ctx, Options { explain });
+                let encoded = rules.evaluate_encoded(b"NewCheckout", &bytes, u32::from(explain));
+                assert_eq!(
+                    flagforge_protocol::encode(&owned).unwrap(),
+                    encoded,
+                    "{ctx:?}"
+                );
+                let all = rules.evaluate_all(ctx, Options { explain });
+                let all_encoded = rules.evaluate_all_encoded(&bytes, u32::from(explain));
+                assert_eq!(
+                    flagforge_protocol::encode(&all).unwrap(),
+                    all_encoded,
+                    "{ctx:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_and_duplicate_keys_are_parse_errors() {
+        let rules = Ruleset::from_ir(RulesetIr::example()).unwrap();
+        // {"market": "FR"} followed by a stray byte.
+        let mut bytes = vec![0x81, 0xa6];
+        bytes.extend_from_slice(b"market");
+        bytes.extend_from_slice(&[0xa2, b'F', b'R', 0x00]);
+        let r: Resolution =
+            flagforge_protocol::decode(&rules.evaluate_encoded(b"NewCheckout", &bytes, 0)).unwrap();
+        assert_eq!(r.error_code, Some(ErrorCode::ParseError));
+        // {"market": "FR", "market": "DE"}
+        let mut dup = vec![0x82];
+        for v in [b"FR", b"DE"] {
+            dup.push(0xa6);
+            dup.extend_from_slice(b"market");
+            dup.extend_from_slice(&[0xa2, v[0], v[1]]);
+        }
+        let r: Resolution =
+            flagforge_protocol::decode(&rules.evaluate_encoded(b"NewCheckout", &dup, 0)).unwrap();
+        assert_eq!(r.error_code, Some(ErrorCode::ParseError));
+        assert!(r.error_message.unwrap().contains("duplicate key `market`"));
     }
 
     #[test]

@@ -337,7 +337,7 @@ mod packed_values {
         packed
             .into_iter()
             .map(|(n, bytes)| {
-                let v = flagforge_protocol::decode::<Value>(&bytes).map_err(D::Error::custom)?;
+                let v = crate::wire::decode_value(&bytes).map_err(|e| D::Error::custom(e.0))?;
                 Ok((n, v))
             })
             .collect()

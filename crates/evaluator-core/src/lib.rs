@@ -32,6 +32,7 @@ pub mod bucket;
 mod eval;
 pub mod ir;
 pub mod time;
+mod wire;
 
 pub use eval::{Options, Ruleset};
 

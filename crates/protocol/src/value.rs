@@ -235,7 +235,10 @@ pub fn decode_context(bytes: &[u8]) -> Result<Context, crate::CodecError> {
 
 /// Encodes a context to its canonical MessagePack bytes.
 pub fn encode_context(ctx: &Context) -> Result<Vec<u8>, crate::CodecError> {
-    crate::encode(ctx)
+    let mut out = Vec::with_capacity(32 * ctx.len() + 8);
+    rmp_serde::encode::write_named(&mut out, ctx)
+        .map_err(|e| crate::CodecError::Encode(e.to_string()))?;
+    Ok(out)
 }
 
 #[cfg(feature = "json")]

@@ -8,6 +8,11 @@
 //!
 //! This crate never evaluates rules itself: it loads, limits, marshals and pools. Semantics
 //! live in evaluator-core, compiled into the module.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 //!
 //! ```no_run
 //! use wasm_host::{Host, Limits};

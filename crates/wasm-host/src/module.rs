@@ -82,6 +82,8 @@ struct Exports {
 struct Slot {
     store: Store<StoreData>,
     exports: Exports,
+    /// A guest buffer reused for every call's input: (pointer, capacity).
+    input: Option<(u32, u32)>,
 }
 
 /// A validated, compiled module ready to evaluate from many threads.
@@ -249,7 +251,11 @@ impl LoadedModule {
             manifest: typed(&instance, &mut store, abi::EXPORT_MANIFEST)?,
         };
         self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
-        Ok(Slot { store, exports })
+        Ok(Slot {
+            store,
+            exports,
+            input: None,
+        })
     }
 
     fn checkout(&self) -> Result<Slot, CallError> {
@@ -268,25 +274,46 @@ impl LoadedModule {
         }
     }
 
-    /// Copies `data` into a fresh guest buffer; returns its pointer (0 for empty input).
-    fn write_input(&self, slot: &mut Slot, data: &[u8]) -> Result<u32, CallError> {
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let len = u32::try_from(data.len()).map_err(|_| CallError::OutOfMemory)?;
-        let ptr = slot
-            .exports
-            .alloc
-            .call(&mut slot.store, len)
-            .map_err(|e| classify(e, self.limits.fuel_per_call))?;
-        if ptr == 0 {
-            return Err(CallError::OutOfMemory);
-        }
-        slot.exports
-            .memory
-            .write(&mut slot.store, ptr as usize, data)
-            .map_err(|_| CallError::BadResult("allocation outside memory".into()))?;
-        Ok(ptr)
+    /// Writes `parts` back to back into the instance's reusable input buffer (growing it when
+    /// too small) and returns where each part starts.
+    fn write_input(&self, slot: &mut Slot, parts: [&[u8]; 2]) -> Result<[u32; 2], CallError> {
+        let total = parts[0].len() + parts[1].len();
+        let total32 = u32::try_from(total).map_err(|_| CallError::OutOfMemory)?;
+        let base = match slot.input {
+            Some((ptr, cap)) if cap >= total32 => ptr,
+            old => {
+                if let Some((ptr, cap)) = old {
+                    slot.input = None;
+                    slot.exports
+                        .free
+                        .call(&mut slot.store, (ptr, cap))
+                        .map_err(|e| classify(e, self.limits.fuel_per_call))?;
+                }
+                let cap = total32
+                    .max(1024)
+                    .checked_next_power_of_two()
+                    .unwrap_or(total32);
+                let ptr = slot
+                    .exports
+                    .alloc
+                    .call(&mut slot.store, cap)
+                    .map_err(|e| classify(e, self.limits.fuel_per_call))?;
+                if ptr == 0 {
+                    return Err(CallError::OutOfMemory);
+                }
+                slot.input = Some((ptr, cap));
+                ptr
+            }
+        };
+        let mem = slot.exports.memory.data_mut(&mut slot.store);
+        let start = base as usize;
+        let dst = mem
+            .get_mut(start..start + total)
+            .ok_or_else(|| CallError::BadResult("allocation outside memory".into()))?;
+        let (a, b) = dst.split_at_mut(parts[0].len());
+        a.copy_from_slice(parts[0]);
+        b.copy_from_slice(parts[1]);
+        Ok([base, base + parts[0].len() as u32])
     }
 
     /// Runs an export returning a packed buffer, copies the buffer out and frees it.
@@ -321,20 +348,9 @@ impl LoadedModule {
             slot.store
                 .set_fuel(self.limits.fuel_per_call)
                 .map_err(|e| CallError::Trap(e.to_string()))?;
-            let mut bufs = [(0u32, 0u32); 2];
-            for (buf, data) in bufs.iter_mut().zip(inputs) {
-                *buf = (self.write_input(&mut slot, data)?, data.len() as u32);
-            }
-            let out = self.call_packed(&mut slot, |store, ex| f(store, ex, bufs))?;
-            for (ptr, len) in bufs {
-                if ptr != 0 {
-                    slot.exports
-                        .free
-                        .call(&mut slot.store, (ptr, len))
-                        .map_err(|e| classify(e, self.limits.fuel_per_call))?;
-                }
-            }
-            Ok(out)
+            let [p0, p1] = self.write_input(&mut slot, inputs)?;
+            let bufs = [(p0, inputs[0].len() as u32), (p1, inputs[1].len() as u32)];
+            self.call_packed(&mut slot, |store, ex| f(store, ex, bufs))
         })();
         match &result {
             Ok(_) => {

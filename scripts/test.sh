@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: setup, formatting, lints, every Rust test (in
+# release mode, sharing the build with the CLI), then the rule test cases of every example
+# ruleset and of the shared corpus through the real `flagforge` binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "cargo build --release"
+cargo build --release --locked -p flagforge-cli
+
+step "cargo test --release --workspace"
+cargo test --release --locked --workspace --all-targets
+cargo test --release --locked --workspace --doc
+
+for dir in rules-examples/*/ corpus/; do
+  step "flagforge test ${dir%/}"
+  target/release/flagforge test "${dir%/}"
+done
