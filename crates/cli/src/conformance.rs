@@ -41,7 +41,7 @@ impl Report {
     /// Prints failures, coverage warnings and the final `N passed, M failed` line.
     pub fn print(&self) {
         for f in &self.failures {
-            println!(
+            outln!(
                 "FAIL {} ({})\n  {}",
                 f.case,
                 f.location,
@@ -49,16 +49,17 @@ impl Report {
             );
         }
         if !self.untested_flags.is_empty() {
-            println!(
+            outln!(
                 "warning: flags with no test case: {}",
                 self.untested_flags.join(", ")
             );
         }
-        println!(
+        outln!(
             "ruleset `{}`: native and wasmtime disagreed on {} case(s)",
-            self.ruleset, self.disagreements
+            self.ruleset,
+            self.disagreements
         );
-        println!("{} passed, {} failed", self.passed, self.failed);
+        outln!("{} passed, {} failed", self.passed, self.failed);
     }
 }
 

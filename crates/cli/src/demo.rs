@@ -34,8 +34,8 @@ pub fn run(examples: &Path) -> Result<()> {
         let t1 = Instant::now();
         let module = host.load(&compiled.module)?;
         let loaded = t1.elapsed();
-        println!("━━ ruleset `{}` ({})", compiled.ir.name, dir.display());
-        println!(
+        outln!("━━ ruleset `{}` ({})", compiled.ir.name, dir.display());
+        outln!(
             "   module {} bytes, sha256 {}…, {} flags; built in {:.1} ms, compiled by wasmtime in {:.1} ms",
             compiled.module.len(),
             &compiled.sha256[..16],
@@ -59,11 +59,11 @@ pub fn run(examples: &Path) -> Result<()> {
                 .iter()
                 .map(|(k, v)| format!("{k}={}", v.to_json()))
                 .collect();
-            println!("\n  ● {}\n    {}", s.name, shown.join(" "));
+            outln!("\n  ● {}\n    {}", s.name, shown.join(" "));
             for r in module.evaluate_all(&ctx, false) {
                 let value = r.value.to_json().to_string();
                 let err = r.error_code.map(|c| format!(" {c:?}")).unwrap_or_default();
-                println!(
+                outln!(
                     "    {:<width$}  {:<14} {:<24} {}{}",
                     r.key,
                     r.variant.as_deref().unwrap_or("-"),
@@ -73,7 +73,7 @@ pub fn run(examples: &Path) -> Result<()> {
                 );
             }
         }
-        println!();
+        outln!();
     }
     Ok(())
 }

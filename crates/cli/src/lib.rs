@@ -2,6 +2,18 @@
 //!
 //! Every command is a function here so tests can call it; `main.rs` only parses arguments.
 
+/// `println!` that ends the process quietly when stdout is closed (`flagforge … | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 pub mod conformance;
 mod demo;
 
@@ -80,7 +92,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { path } => check(&path),
         Command::Build { path, out } => build(&path, &out),
         Command::Inspect { module } => {
-            println!("{}", serde_json::to_string_pretty(&inspect(&module)?)?);
+            outln!("{}", serde_json::to_string_pretty(&inspect(&module)?)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {
@@ -91,7 +103,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             now,
         } => {
             let out = eval(&module, &context, flag.as_deref(), explain, now.as_deref())?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { path } => {
@@ -110,7 +122,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn check(path: &Path) -> Result<ExitCode> {
     match flagforge_compiler::check_path(path) {
         Ok(ir) => {
-            println!(
+            outln!(
                 "ok: ruleset `{}`: {} flags, {} context attributes",
                 ir.name,
                 ir.flags.len(),
@@ -134,14 +146,14 @@ fn build(path: &Path, out: &Path) -> Result<ExitCode> {
         }
     };
     std::fs::write(out, &compiled.module).with_context(|| format!("writing {}", out.display()))?;
-    println!(
+    outln!(
         "built ruleset `{}` ({} flags) -> {}",
         compiled.ir.name,
         compiled.ir.flags.len(),
         out.display()
     );
-    println!("sha256 {}", compiled.sha256);
-    println!("size {} bytes", compiled.module.len());
+    outln!("sha256 {}", compiled.sha256);
+    outln!("size {} bytes", compiled.module.len());
     Ok(ExitCode::SUCCESS)
 }
 

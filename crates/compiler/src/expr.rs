@@ -95,7 +95,7 @@ pub(crate) struct Env<'a> {
 
 /// Parses and lowers a boolean condition.
 pub(crate) fn compile_condition(text: &str, env: &mut Env) -> Result<Expr, ExprError> {
-    let ast = cel_parser::parse(text).map_err(|e| {
+    let ast = parse_contained(text)?.map_err(|e| {
         let offset = e
             .span
             .start
@@ -130,6 +130,20 @@ pub(crate) fn compile_condition(text: &str, env: &mut Env) -> Result<Expr, ExprE
         ));
     }
     Ok(e)
+}
+
+/// Runs cel-parser, turning its panics into an error. cel-parser 0.8.1 calls `unwrap()` in its
+/// generated grammar actions, so some malformed literals (a bad string escape such as `"\q"`,
+/// an integer that overflows) panic instead of returning an error; the mutation test in
+/// `crates/compiler/tests/all/robustness.rs` found them. A rule file must never crash the
+/// compiler, so the panic is contained here and reported at the expression.
+fn parse_contained(text: &str) -> Result<Result<Expression, cel_parser::ParseError>, ExprError> {
+    std::panic::catch_unwind(|| cel_parser::parse(text)).map_err(|_| {
+        err(
+            "invalid expression: a string escape or number literal cannot be read (check backslashes and very large numbers)",
+            None,
+        )
+    })
 }
 
 fn too_deep(e: &Expression, depth: usize) -> bool {

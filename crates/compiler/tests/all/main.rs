@@ -2,3 +2,4 @@
 
 mod diagnostics;
 mod module_shape;
+mod robustness;

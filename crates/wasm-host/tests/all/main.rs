@@ -4,3 +4,4 @@ mod guests;
 mod hostile_input;
 mod hostile_modules;
 mod limits;
+mod mutation;
