@@ -8,7 +8,7 @@
 //!     expect: { variant: NEW_PRIMARY, reason: TARGETING_MATCH }
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flagforge_protocol::{Context, Value};
 use marked_yaml::Node;
@@ -58,30 +58,7 @@ pub fn load_cases(dir: &Path, sub: &str) -> Result<Vec<Case>, CaseError> {
     if !tests.is_dir() {
         return Ok(vec![]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&tests)
-        .map_err(|e| CompileError::Io {
-            path: tests.display().to_string(),
-            message: e.to_string(),
-        })?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    files.sort();
-    let sources = files
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .map(|text| SourceFile {
-                    path: f.display().to_string(),
-                    text,
-                })
-                .map_err(|e| CompileError::Io {
-                    path: f.display().to_string(),
-                    message: e.to_string(),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let sources = crate::read_sources(&crate::yaml_files(&tests)?)?;
     parse_cases(&sources)
 }
 

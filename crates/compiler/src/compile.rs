@@ -49,11 +49,10 @@ const FLAG_KEYS: &[&str] = &[
 ];
 const RULE_KEYS: &[&str] = &["name", "when", "serve", "rollout", "by", "seed"];
 
-struct FlagDraft<'n> {
+struct FlagDraft {
     ir: FlagIr,
     key_span: Span,
     prereqs: Vec<(String, Vec<String>, Span)>,
-    _node: &'n MarkedMappingNode,
 }
 
 impl<'f> Compiler<'f> {
@@ -504,14 +503,14 @@ impl<'f> Compiler<'f> {
         }
     }
 
-    fn flag<'n>(
+    fn flag(
         &mut self,
-        m: &'n MarkedMappingNode,
+        m: &MarkedMappingNode,
         attrs: &HashMap<String, (u32, Ty)>,
         segments: &HashMap<String, SegRef>,
         tables: &mut Tables,
         now_slot: Option<u32>,
-    ) -> Option<FlagDraft<'n>> {
+    ) -> Option<FlagDraft> {
         let (key, key_span) = self.required(m, "key", "a flag")?;
         let what = format!("flag `{key}`");
         self.check_keys(m, FLAG_KEYS, &what);
@@ -806,7 +805,6 @@ impl<'f> Compiler<'f> {
             },
             key_span: *key_span,
             prereqs,
-            _node: m,
         })
     }
 

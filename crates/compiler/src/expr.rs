@@ -322,8 +322,18 @@ impl Env<'_> {
                 Ok((Expr::Cond(Box::new(c2), Box::new(a2), Box::new(b2)), t))
             }
             Expression::Arithmetic(a, op, b) => self.arith(a, op, b),
-            Expression::Relation(a, RelationOp::In, b) => self.membership(a, b),
-            Expression::Relation(a, op, b) => self.compare(a, op, b),
+            Expression::Relation(a, op, b) => {
+                let op = match op {
+                    RelationOp::In => return self.membership(a, b),
+                    RelationOp::Equals => CmpOp::Eq,
+                    RelationOp::NotEquals => CmpOp::Ne,
+                    RelationOp::LessThan => CmpOp::Lt,
+                    RelationOp::LessThanEq => CmpOp::Le,
+                    RelationOp::GreaterThan => CmpOp::Gt,
+                    RelationOp::GreaterThanEq => CmpOp::Ge,
+                };
+                self.compare(a, op, b)
+            }
             Expression::FunctionCall(f, target, args) => self.call(f, target.as_deref(), args),
             Expression::Member(t, _) => Err(err(
                 "field access is not supported: declare each attribute at the top of `context`",
@@ -361,7 +371,7 @@ impl Env<'_> {
     fn compare(
         &mut self,
         a: &Expression,
-        op: &RelationOp,
+        op: CmpOp,
         b: &Expression,
     ) -> Result<(Expr, Ty), ExprError> {
         let (mut ea, mut ta) = self.lower(a)?;
@@ -391,15 +401,6 @@ impl Env<'_> {
                 needle_of(b).or_else(|| needle_of(a)).as_deref(),
             ));
         }
-        let op = match op {
-            RelationOp::Equals => CmpOp::Eq,
-            RelationOp::NotEquals => CmpOp::Ne,
-            RelationOp::LessThan => CmpOp::Lt,
-            RelationOp::LessThanEq => CmpOp::Le,
-            RelationOp::GreaterThan => CmpOp::Gt,
-            RelationOp::GreaterThanEq => CmpOp::Ge,
-            RelationOp::In => unreachable_in(),
-        };
         if ta == Ty::Bool && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
             return Err(err(
                 "booleans can only be compared with `==` and `!=`",
@@ -673,11 +674,6 @@ impl Env<'_> {
             )),
         }
     }
-}
-
-fn unreachable_in() -> CmpOp {
-    // `in` is dispatched to `membership` before `compare` is called.
-    CmpOp::Eq
 }
 
 fn segment_name(args: &[Expression]) -> Result<String, ExprError> {

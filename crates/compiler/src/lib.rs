@@ -50,15 +50,19 @@ pub struct Compiled {
 /// The rule files of a path: the file itself, or the `*.yaml`/`*.yml` files directly inside a
 /// directory, sorted by name (test files live in its `tests/` subdirectory).
 pub fn rule_files(path: &Path) -> Result<Vec<PathBuf>, CompileError> {
-    let io = |e: std::io::Error| CompileError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(io)?
+    yaml_files(path)
+}
+
+/// The `*.yaml`/`*.yml` files directly inside `dir`, sorted by name.
+pub(crate) fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, CompileError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| CompileError::Io {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
@@ -69,10 +73,9 @@ pub fn rule_files(path: &Path) -> Result<Vec<PathBuf>, CompileError> {
     Ok(files)
 }
 
-/// Reads and compiles the rules at `path` (a file or a directory).
-pub fn compile_path(path: &Path) -> Result<Compiled, CompileError> {
-    let files = rule_files(path)?;
-    let sources = files
+/// Reads files into sources, reporting each under its path as given.
+pub(crate) fn read_sources(files: &[PathBuf]) -> Result<Vec<SourceFile>, CompileError> {
+    files
         .iter()
         .map(|f| {
             std::fs::read_to_string(f)
@@ -85,7 +88,13 @@ pub fn compile_path(path: &Path) -> Result<Compiled, CompileError> {
                     message: e.to_string(),
                 })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// Reads and compiles the rules at `path` (a file or a directory).
+pub fn compile_path(path: &Path) -> Result<Compiled, CompileError> {
+    let files = rule_files(path)?;
+    let sources = read_sources(&files)?;
     if sources.is_empty() {
         return Err(CompileError::Io {
             path: path.display().to_string(),

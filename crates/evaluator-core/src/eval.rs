@@ -568,13 +568,12 @@ impl Ruleset {
                 return Err(EvalError::general("prerequisite chain is too deep"));
             }
             let pre_key = key_of(&self.ir, p.flag);
-            let (reason, served, _) = self
+            let (_, served, _) = self
                 .decide(p.flag as usize, slots, &mut None, depth + 1)
                 .map_err(|e| EvalError {
                     code: e.code,
                     message: format!("prerequisite `{pre_key}`: {}", e.message),
                 })?;
-            let _ = reason;
             let ok = p.variants.contains(&served);
             let served_name = self
                 .ir

@@ -41,6 +41,9 @@ pub enum CallError {
     /// The input could not be encoded.
     #[error("cannot encode the context: {0}")]
     Encode(String),
+    /// No instance could be created for the call.
+    #[error("cannot create a module instance: {0}")]
+    Instantiate(String),
 }
 
 impl CallError {
@@ -262,7 +265,9 @@ impl LoadedModule {
         let pooled = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
         match pooled {
             Some(slot) => Ok(slot),
-            None => self.new_slot().map_err(|e| CallError::Trap(e.to_string())),
+            None => self
+                .new_slot()
+                .map_err(|e| CallError::Instantiate(e.to_string())),
         }
     }
 
