@@ -853,7 +853,7 @@ impl<'f> Compiler<'f> {
             None => (None, None),
         };
         let source = match &when_text {
-            Some(t) => format!("{path}:{line}: {t}"),
+            Some(t) => format!("{path}:{line}: {}", excerpt(t)),
             None => format!("{path}:{line}: (always)"),
         };
         let action = match (rm.get_node("serve"), rm.get_node("rollout")) {
@@ -1052,6 +1052,17 @@ pub(crate) fn scalar_value(s: &str, plain: bool) -> Option<Value> {
             }
         }
     })
+}
+
+/// A condition's text as kept for explanations: whitespace folded, at most 160 characters
+/// (a 10,000-element list need not travel in every module and every explanation).
+fn excerpt(text: &str) -> String {
+    const MAX: usize = 160;
+    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match folded.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &folded[..cut]),
+        None => folded,
+    }
 }
 
 /// Where a mapping's content starts (its first key), for "missing key" errors.

@@ -3,3 +3,4 @@
 
 mod commands;
 mod corpus;
+mod golden;
