@@ -78,6 +78,12 @@ enum Command {
         /// A ruleset directory.
         path: PathBuf,
     },
+    /// Create an Ed25519 key pair for signing modules: DIR/flagforge.key and DIR/flagforge.pub.
+    Keygen {
+        /// Directory to write the key files into (an existing secret key is never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Build the examples and show decisions for realistic contexts (the main job).
     Demo {
         /// The examples directory.
@@ -114,6 +120,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Keygen { out } => {
+            let key = flagforge_distribution::KeyPair::generate()?;
+            key.write(&out)?;
+            outln!("key id {}", key.public().id());
+            outln!("secret {}", out.join("flagforge.key").display());
+            outln!("public {}", out.join("flagforge.pub").display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo { examples } => demo::run(&examples).map(|()| ExitCode::SUCCESS),
     }

@@ -211,3 +211,22 @@ fn inspecting_a_hostile_file_fails_with_the_reason() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unsupported WebAssembly binary version"));
 }
+
+#[test]
+fn keygen_writes_a_key_pair_and_never_overwrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("keys");
+    let o = flagforge(&["keygen", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("key id ").map(str::to_owned))
+        .unwrap();
+    let public = flagforge_distribution::PublicKey::read(&out.join("flagforge.pub")).unwrap();
+    assert_eq!(public.id(), id);
+    let secret = flagforge_distribution::KeyPair::read(&out.join("flagforge.key")).unwrap();
+    assert_eq!(secret.public(), public);
+    let again = flagforge(&["keygen", "--out", out.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+}
