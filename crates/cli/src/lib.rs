@@ -84,6 +84,26 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Sign a module and publish it to the compacted modules topic as the ruleset's next version.
+    Publish {
+        /// The module.
+        module: PathBuf,
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// The signing key (a `flagforge keygen` secret key file).
+        #[arg(long)]
+        key: PathBuf,
+        /// Why this change.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Change reference (ticket, pull request).
+        #[arg(long)]
+        change: Option<String>,
+        /// librdkafka setting passed through, e.g. `-X security.protocol=ssl` (repeatable).
+        #[arg(short = 'X', value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
     /// Build the examples and show decisions for realistic contexts (the main job).
     Demo {
         /// The examples directory.
@@ -129,6 +149,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             outln!("public {}", out.join("flagforge.pub").display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Publish {
+            module,
+            brokers,
+            key,
+            reason,
+            change,
+            settings,
+        } => publish(&module, &brokers, &key, reason, change, &settings),
         Command::Demo { examples } => demo::run(&examples).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -168,6 +196,52 @@ fn build(path: &Path, out: &Path) -> Result<ExitCode> {
     );
     outln!("sha256 {}", compiled.sha256);
     outln!("size {} bytes", compiled.module.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn publish(
+    module: &Path,
+    brokers: &str,
+    key: &Path,
+    reason: Option<String>,
+    change: Option<String>,
+    settings: &[String],
+) -> Result<ExitCode> {
+    let key = flagforge_distribution::KeyPair::read(key)?;
+    // Never publish what a host would refuse: validate and read the ruleset name first.
+    let loaded = load_module(module)?;
+    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let mut config = flagforge_kafka::KafkaConfig::new(brokers);
+    for s in settings {
+        let (k, v) = s
+            .split_once('=')
+            .with_context(|| format!("-X `{s}`: expected KEY=VALUE"))?;
+        config.extra.push((k.to_owned(), v.to_owned()));
+    }
+    let publisher = flagforge_kafka::Publisher::new(config)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64 * 1_000_000_000)
+        .unwrap_or(0);
+    let created_at = evaluator_core::time::format_timestamp(now);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let ruleset = loaded.manifest().ruleset.clone();
+    let published =
+        runtime.block_on(publisher.publish(&ruleset, bytes, &key, created_at, reason, change))?;
+    if published.unchanged {
+        outln!(
+            "unchanged: ruleset `{ruleset}` version {} already holds sha256 {}",
+            published.version,
+            published.sha256
+        );
+    } else {
+        outln!(
+            "published ruleset `{ruleset}` version {} (sha256 {}) signed by {}",
+            published.version,
+            published.sha256,
+            key.public().id()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

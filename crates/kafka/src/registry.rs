@@ -1,0 +1,180 @@
+//! The modules a host serves, one per ruleset, and the checks every candidate passes before it
+//! is served: decode, signature, ordering, compilation, manifest. Evaluations in flight keep
+//! the `Arc` of the module they started with; a swap only changes what the next one gets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use flagforge_distribution::{decide, Decision, Envelope, SnapshotDir, SnapshotError, TrustedKeys};
+use wasm_host::{Host, LoadedModule};
+
+/// Where the served module came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Loaded from the snapshot directory at start.
+    Snapshot,
+    /// Received from the broker.
+    Kafka,
+}
+
+/// A module being served.
+pub struct Served {
+    /// Envelope version.
+    pub version: u64,
+    /// Module sha256.
+    pub sha256: String,
+    /// When it was published (RFC 3339, from the envelope).
+    pub created_at: String,
+    /// Where it came from.
+    pub source: Source,
+    /// When this host started serving it.
+    pub since: Instant,
+    /// The compiled module.
+    pub module: LoadedModule,
+}
+
+/// What became of an offered envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// Now served.
+    Accepted {
+        /// Ruleset.
+        ruleset: String,
+        /// Version.
+        version: u64,
+    },
+    /// Already served (same version, same module).
+    Duplicate,
+    /// Refused; the reason's metric label.
+    Rejected(String),
+}
+
+/// The served modules and the rejection counters.
+pub struct Registry {
+    host: Host,
+    trusted: TrustedKeys,
+    snapshots: Option<SnapshotDir>,
+    served: RwLock<HashMap<String, Arc<Served>>>,
+    rejected: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Registry {
+    /// A registry compiling with `host`, trusting `trusted`, persisting to `snapshots`.
+    #[must_use]
+    pub fn new(host: Host, trusted: TrustedKeys, snapshots: Option<SnapshotDir>) -> Registry {
+        Registry {
+            host,
+            trusted,
+            snapshots,
+            served: RwLock::new(HashMap::new()),
+            rejected: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn count(&self, reason: &str) -> Offer {
+        if let Ok(mut r) = self.rejected.lock() {
+            *r.entry(reason.to_owned()).or_default() += 1;
+        }
+        Offer::Rejected(reason.to_owned())
+    }
+
+    /// Serves the verified snapshots; returns the files refused (also counted as
+    /// `snapshot_rejected`).
+    pub fn load_snapshots(&self) -> Result<Vec<(PathBuf, String)>, SnapshotError> {
+        let Some(dir) = &self.snapshots else {
+            return Ok(Vec::new());
+        };
+        let load = dir.load(&self.trusted)?;
+        for env in load.envelopes {
+            self.install(env, Source::Snapshot);
+        }
+        for _ in &load.rejected {
+            self.count("snapshot_rejected");
+        }
+        Ok(load.rejected)
+    }
+
+    /// Offers raw envelope bytes (a Kafka message value).
+    pub fn offer(&self, bytes: &[u8]) -> Offer {
+        let env = match Envelope::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => return self.count(e.kind()),
+        };
+        if let Err(e) = env.verify(&self.trusted) {
+            return self.count(e.kind());
+        }
+        self.install(env, Source::Kafka)
+    }
+
+    fn install(&self, env: Envelope, source: Source) -> Offer {
+        if let Some(reason) = self.refusal(&env) {
+            return reason;
+        }
+        // Compile off the request path: evaluations keep using the current module meanwhile.
+        let module = match self.host.load(&env.module) {
+            Ok(m) => m,
+            Err(e) => return self.count(&format!("invalid_module_{}", e.kind())),
+        };
+        if module.manifest().ruleset != env.ruleset {
+            return self.count("ruleset_mismatch");
+        }
+        if source == Source::Kafka {
+            if let Some(dir) = &self.snapshots {
+                if dir.store(&env).is_err() {
+                    self.count("snapshot_write_failed");
+                }
+            }
+        }
+        let served = Arc::new(Served {
+            version: env.version,
+            sha256: env.sha256.clone(),
+            created_at: env.created_at.clone(),
+            source,
+            since: Instant::now(),
+            module,
+        });
+        let Ok(mut map) = self.served.write() else {
+            return self.count("internal");
+        };
+        // Decide again under the lock: nothing older may replace what another offer installed.
+        let current = map.get(&env.ruleset).map(|s| (s.version, s.sha256.clone()));
+        match decide(current.as_ref().map(|(v, s)| (*v, s.as_str())), &env) {
+            Decision::Accept => {
+                map.insert(env.ruleset.clone(), served);
+                Offer::Accepted {
+                    ruleset: env.ruleset,
+                    version: env.version,
+                }
+            }
+            Decision::Duplicate => Offer::Duplicate,
+            Decision::Reject(r) => {
+                drop(map);
+                self.count(r.kind())
+            }
+        }
+    }
+
+    /// Checks ordering before compiling, so stale and duplicate envelopes cost nothing.
+    fn refusal(&self, env: &Envelope) -> Option<Offer> {
+        let current = self.get(&env.ruleset)?;
+        match decide(Some((current.version, &current.sha256)), env) {
+            Decision::Accept => None,
+            Decision::Duplicate => Some(Offer::Duplicate),
+            Decision::Reject(r) => Some(self.count(r.kind())),
+        }
+    }
+
+    /// The module served for a ruleset.
+    #[must_use]
+    pub fn get(&self, ruleset: &str) -> Option<Arc<Served>> {
+        self.served.read().ok()?.get(ruleset).cloned()
+    }
+
+    /// Rejections so far, by reason.
+    #[must_use]
+    pub fn rejected(&self) -> BTreeMap<String, u64> {
+        self.rejected.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}

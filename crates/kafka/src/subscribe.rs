@@ -1,0 +1,87 @@
+//! Reading the modules topic from the beginning of every partition, forever, without a
+//! consumer group, and offering every message to the [`Registry`]. librdkafka reconnects by
+//! itself when the broker comes back; meanwhile the registry keeps serving what it has.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::{KafkaConfig, KafkaError, Registry, MODULES_TOPIC};
+
+/// A running subscription; dropping it stops the task.
+pub struct Subscriber {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Subscriber {
+    /// Starts consuming on the current tokio runtime.
+    pub fn start(config: &KafkaConfig, registry: Arc<Registry>) -> Result<Subscriber, KafkaError> {
+        // librdkafka needs a group id even with manual assignment; no group is joined.
+        let consumer: StreamConsumer = config
+            .client(&[
+                ("group.id", "flagforge-host"),
+                ("enable.auto.commit", "false"),
+                ("fetch.wait.max.ms", "50"),
+                ("max.partition.fetch.bytes", "2000000"),
+                ("topic.metadata.refresh.interval.ms", "1000"),
+            ])
+            .create()?;
+        let consumer = Arc::new(consumer);
+        let task = tokio::spawn(async move {
+            // Wait for the topic to exist, then assign every partition from the beginning.
+            loop {
+                let c = Arc::clone(&consumer);
+                let assigned = tokio::task::spawn_blocking(move || assign_all(&c))
+                    .await
+                    .unwrap_or(false);
+                if assigned {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            loop {
+                match consumer.recv().await {
+                    Ok(msg) => {
+                        let Some(payload) = msg.payload().map(<[u8]>::to_vec) else {
+                            registry.offer(&[]);
+                            continue;
+                        };
+                        let r = Arc::clone(&registry);
+                        let _ = tokio::task::spawn_blocking(move || r.offer(&payload)).await;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Ok(Subscriber { task })
+    }
+}
+
+fn assign_all(consumer: &StreamConsumer) -> bool {
+    let Ok(metadata) = consumer.fetch_metadata(Some(MODULES_TOPIC), Duration::from_secs(5)) else {
+        return false;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        if t.error().is_some() {
+            return false;
+        }
+        for p in t.partitions() {
+            if tpl
+                .add_partition_offset(MODULES_TOPIC, p.id(), Offset::Beginning)
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+    tpl.count() > 0 && consumer.assign(&tpl).is_ok()
+}
