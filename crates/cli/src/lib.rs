@@ -104,6 +104,28 @@ enum Command {
         #[arg(short = 'X', value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },
+    /// Serve modules over HTTP (OFREP, module download, metrics), kept current from Kafka and
+    /// started from the snapshot directory.
+    Host {
+        /// Kafka bootstrap servers (omit to serve the snapshot directory only).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// A trusted public key file (repeatable).
+        #[arg(long = "trusted-key", required = true)]
+        trusted_keys: Vec<PathBuf>,
+        /// Where the last good envelope per ruleset is kept.
+        #[arg(long)]
+        snapshot_dir: PathBuf,
+        /// HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Rulesets this host must serve before it reports ready (repeatable).
+        #[arg(long = "ruleset")]
+        rulesets: Vec<String>,
+        /// librdkafka setting passed through (repeatable).
+        #[arg(short = 'X', value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
     /// Build the examples and show decisions for realistic contexts (the main job).
     Demo {
         /// The examples directory.
@@ -157,6 +179,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             change,
             settings,
         } => publish(&module, &brokers, &key, reason, change, &settings),
+        Command::Host {
+            brokers,
+            trusted_keys,
+            snapshot_dir,
+            listen,
+            rulesets,
+            settings,
+        } => host(
+            brokers,
+            &trusted_keys,
+            snapshot_dir,
+            listen,
+            rulesets,
+            &settings,
+        ),
         Command::Demo { examples } => demo::run(&examples).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -199,6 +236,46 @@ fn build(path: &Path, out: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn kafka_config(brokers: &str, settings: &[String]) -> Result<flagforge_kafka::KafkaConfig> {
+    let mut config = flagforge_kafka::KafkaConfig::new(brokers);
+    for s in settings {
+        let (k, v) = s
+            .split_once('=')
+            .with_context(|| format!("-X `{s}`: expected KEY=VALUE"))?;
+        config.extra.push((k.to_owned(), v.to_owned()));
+    }
+    Ok(config)
+}
+
+fn host(
+    brokers: Option<String>,
+    trusted_keys: &[PathBuf],
+    snapshot_dir: PathBuf,
+    listen: std::net::SocketAddr,
+    rulesets: Vec<String>,
+    settings: &[String],
+) -> Result<ExitCode> {
+    let keys = trusted_keys
+        .iter()
+        .map(|p| flagforge_distribution::PublicKey::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = flagforge_daemon::DaemonConfig {
+        kafka: brokers.map(|b| kafka_config(&b, settings)).transpose()?,
+        trusted: flagforge_distribution::TrustedKeys::new(keys),
+        snapshot_dir,
+        listen,
+        rulesets,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let running = flagforge_daemon::start(config).await?;
+        eprintln!("flagforge host: listening on http://{}", running.addr);
+        tokio::signal::ctrl_c().await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn publish(
     module: &Path,
     brokers: &str,
@@ -211,19 +288,12 @@ fn publish(
     // Never publish what a host would refuse: validate and read the ruleset name first.
     let loaded = load_module(module)?;
     let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
-    let mut config = flagforge_kafka::KafkaConfig::new(brokers);
-    for s in settings {
-        let (k, v) = s
-            .split_once('=')
-            .with_context(|| format!("-X `{s}`: expected KEY=VALUE"))?;
-        config.extra.push((k.to_owned(), v.to_owned()));
-    }
-    let publisher = flagforge_kafka::Publisher::new(config)?;
+    let publisher = flagforge_kafka::Publisher::new(kafka_config(brokers, settings)?)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64 * 1_000_000_000)
         .unwrap_or(0);
-    let created_at = evaluator_core::time::format_timestamp(now);
+    let created_at = flagforge_protocol::time::format_timestamp(now);
     let runtime = tokio::runtime::Runtime::new()?;
     let ruleset = loaded.manifest().ruleset.clone();
     let published =

@@ -33,6 +33,8 @@ pub struct Served {
     pub since: Instant,
     /// The compiled module.
     pub module: LoadedModule,
+    /// The module bytes (served to browsers and BFFs as they are).
+    pub bytes: Arc<Vec<u8>>,
 }
 
 /// What became of an offered envelope.
@@ -134,6 +136,7 @@ impl Registry {
             source,
             since: Instant::now(),
             module,
+            bytes: Arc::new(env.module.clone()),
         });
         let Ok(mut map) = self.served.write() else {
             return self.count("internal");
@@ -170,6 +173,18 @@ impl Registry {
     #[must_use]
     pub fn get(&self, ruleset: &str) -> Option<Arc<Served>> {
         self.served.read().ok()?.get(ruleset).cloned()
+    }
+
+    /// Every served ruleset, sorted by name.
+    #[must_use]
+    pub fn all(&self) -> Vec<(String, Arc<Served>)> {
+        let mut v: Vec<_> = self
+            .served
+            .read()
+            .map(|m| m.iter().map(|(k, s)| (k.clone(), Arc::clone(s))).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// Rejections so far, by reason.

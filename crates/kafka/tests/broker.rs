@@ -3,98 +3,16 @@
 //! messages are rejected and counted while the last good module keeps serving; with the
 //! broker gone, a fresh registry serves from the snapshot directory.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flagforge_compiler::{compile_sources, SourceFile};
 use flagforge_distribution::{Draft, Envelope, KeyPair, SnapshotDir, TrustedKeys};
 use flagforge_kafka::{KafkaConfig, Publisher, Registry, Source, Subscriber, MODULES_TOPIC};
 use flagforge_protocol::{Context, Value};
+use flagforge_testkit::{checkout_module, Broker};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use wasm_host::{Host, Limits};
-
-struct Broker {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tansu() -> PathBuf {
-    let path = std::env::var_os("FLAGFORGE_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/tansu")
-        });
-    assert!(
-        path.exists(),
-        "tansu not found at {}: run scripts/setup.sh",
-        path.display()
-    );
-    path
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{addr}");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let broker = Broker { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&broker.addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        broker
-    }
-}
-
-fn checkout_sources(kill_switch_in_france: bool) -> Vec<SourceFile> {
-    let dir = rules_examples::dir("checkout");
-    flagforge_compiler::rule_files(&dir)
-        .unwrap()
-        .into_iter()
-        .map(|p| {
-            let mut text = std::fs::read_to_string(&p).unwrap();
-            if kill_switch_in_france {
-                text = text.replace(
-                    "when: 'market == \"IT\"'",
-                    "when: 'market in [\"IT\", \"FR\"]'",
-                );
-            }
-            SourceFile {
-                path: p.display().to_string(),
-                text,
-            }
-        })
-        .collect()
-}
 
 fn fraud_engine_in_france(registry: &Registry) -> String {
     let served = registry.get("checkout").unwrap();
@@ -121,8 +39,8 @@ async fn publish_propagate_swap_reject_poison_and_restart_from_snapshot() {
     let config = KafkaConfig::new(broker.addr.clone());
     let key = KeyPair::generate().unwrap();
     let trusted = TrustedKeys::new([key.public()]);
-    let v1 = compile_sources(&checkout_sources(false)).unwrap().module;
-    let v2 = compile_sources(&checkout_sources(true)).unwrap().module;
+    let v1 = checkout_module(false);
+    let v2 = checkout_module(true);
     let now = || "2026-11-25T10:00:00Z".to_owned();
 
     let publisher = Publisher::new(config.clone()).unwrap();

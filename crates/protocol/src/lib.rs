@@ -20,6 +20,7 @@ pub mod codec;
 pub mod limits;
 pub mod manifest;
 pub mod resolution;
+pub mod time;
 pub mod value;
 
 pub use codec::{decode, encode, CodecError};

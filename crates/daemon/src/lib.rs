@@ -1,0 +1,120 @@
+//! The flagforge host daemon (`flagforge host`): serves the modules a [`Registry`] holds over
+//! HTTP — OpenFeature Remote Evaluation Protocol (OFREP) evaluation, module download with
+//! ETags, Prometheus metrics, health and readiness — while a Kafka [`Subscriber`] keeps the
+//! registry current. It starts from the snapshot directory before the broker answers, and
+//! keeps serving when the broker goes away.
+//!
+//! OFREP mapping: a result with a value is `200` with `key`, `value`, `variant`, `reason` and
+//! `metadata` (`ruleset`, `version`, `sha256`). That includes evaluation errors for which the
+//! flag's failure policy served its `on_error` variant: `reason` is `ERROR` and the error code
+//! and details are in `metadata`, so a kill switch still fails the way its owner chose. An
+//! unknown flag is `404` `FLAG_NOT_FOUND`; a request body or context that cannot be used is
+//! `400` `INVALID_CONTEXT`/`PARSE_ERROR`; nothing loaded yet is `503`.
+
+mod metrics;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use flagforge_distribution::{SnapshotDir, TrustedKeys};
+use flagforge_kafka::{KafkaConfig, Registry, Subscriber};
+use wasm_host::{Host, Limits};
+
+pub use metrics::Metrics;
+pub use routes::router;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Setting something up failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup(e: impl std::fmt::Display) -> DaemonError {
+    DaemonError::Setup(e.to_string())
+}
+
+/// What `flagforge host` is started with.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Broker to subscribe to; `None` serves the snapshot directory only.
+    pub kafka: Option<KafkaConfig>,
+    /// Keys whose signatures are accepted.
+    pub trusted: TrustedKeys,
+    /// Where the last good envelope per ruleset is kept.
+    pub snapshot_dir: PathBuf,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Rulesets this host must serve before it is ready (empty: any one).
+    pub rulesets: Vec<String>,
+}
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    /// The served modules.
+    pub registry: Arc<Registry>,
+    /// Rulesets required for readiness, in lookup order.
+    pub rulesets: Vec<String>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+/// A started daemon: the bound address and the tasks; dropping it stops everything.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// Shared state (for tests and embedding).
+    pub state: Arc<AppState>,
+    server: tokio::task::JoinHandle<()>,
+    _subscriber: Option<Subscriber>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Starts the daemon on the current tokio runtime: load snapshots, subscribe, serve HTTP.
+pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
+    let host = Host::new(Limits::default()).map_err(setup)?;
+    let snapshots = SnapshotDir::open(&config.snapshot_dir).map_err(setup)?;
+    let registry = Arc::new(Registry::new(host, config.trusted.clone(), Some(snapshots)));
+    let refused = registry.load_snapshots().map_err(setup)?;
+    for (path, reason) in refused {
+        eprintln!(
+            "flagforge host: ignoring snapshot {}: {reason}",
+            path.display()
+        );
+    }
+    let subscriber = match &config.kafka {
+        Some(kafka) => Some(Subscriber::start(kafka, Arc::clone(&registry)).map_err(setup)?),
+        None => None,
+    };
+    let state = Arc::new(AppState {
+        registry,
+        rulesets: config.rulesets.clone(),
+        metrics: Metrics::new().map_err(setup)?,
+        started: Instant::now(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| setup(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(setup)?;
+    let app = router(Arc::clone(&state));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Running {
+        addr,
+        state,
+        server,
+        _subscriber: subscriber,
+    })
+}

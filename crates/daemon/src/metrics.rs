@@ -1,0 +1,140 @@
+//! Prometheus metrics of a host.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry as Prom, TextEncoder};
+
+use crate::AppState;
+
+/// The host's metrics.
+pub struct Metrics {
+    prom: Prom,
+    evaluations: IntCounterVec,
+    rejected: IntCounterVec,
+    seen_rejections: Mutex<BTreeMap<String, u64>>,
+    version: IntGaugeVec,
+    module_age: IntGaugeVec,
+    serving_for: IntGaugeVec,
+    fallbacks: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let prom = Prom::new();
+        let evaluations = IntCounterVec::new(
+            Opts::new(
+                "flagforge_evaluations_total",
+                "Evaluations by flag, variant and reason",
+            ),
+            &["flag", "variant", "reason"],
+        )?;
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "flagforge_envelopes_rejected_total",
+                "Envelopes and snapshots refused, by reason",
+            ),
+            &["reason"],
+        )?;
+        let version = IntGaugeVec::new(
+            Opts::new(
+                "flagforge_module_version",
+                "Version of the module served per ruleset",
+            ),
+            &["ruleset", "source"],
+        )?;
+        let module_age = IntGaugeVec::new(
+            Opts::new(
+                "flagforge_module_age_seconds",
+                "Seconds since the served module was published",
+            ),
+            &["ruleset"],
+        )?;
+        let serving_for = IntGaugeVec::new(
+            Opts::new(
+                "flagforge_module_serving_seconds",
+                "Seconds since this host started serving the module",
+            ),
+            &["ruleset"],
+        )?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "flagforge_fallbacks_total",
+                "Answers served by a flag's failure policy, by error code",
+            ),
+            &["flag", "error_code"],
+        )?;
+        for c in [&evaluations, &rejected, &fallbacks] {
+            prom.register(Box::new(c.clone()))?;
+        }
+        for g in [&version, &module_age, &serving_for] {
+            prom.register(Box::new(g.clone()))?;
+        }
+        Ok(Metrics {
+            prom,
+            evaluations,
+            rejected,
+            seen_rejections: Mutex::new(BTreeMap::new()),
+            version,
+            module_age,
+            serving_for,
+            fallbacks,
+        })
+    }
+
+    /// Counts one answer.
+    pub fn evaluated(&self, r: &flagforge_protocol::Resolution) {
+        let variant = r.variant.as_deref().unwrap_or("");
+        self.evaluations
+            .with_label_values(&[r.key.as_str(), variant, r.reason.as_str()])
+            .inc();
+        if let Some(code) = r.error_code {
+            let code = serde_json::to_value(code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            self.fallbacks
+                .with_label_values(&[r.key.as_str(), code.as_str()])
+                .inc();
+        }
+    }
+
+    /// Renders the text exposition, refreshing the per-ruleset gauges first.
+    pub fn render(&self, state: &AppState) -> String {
+        if let Ok(mut seen) = self.seen_rejections.lock() {
+            for (reason, total) in state.registry.rejected() {
+                let before = seen.insert(reason.clone(), total).unwrap_or(0);
+                if total > before {
+                    self.rejected
+                        .with_label_values(&[reason.as_str()])
+                        .inc_by(total - before);
+                }
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        for (ruleset, served) in state.registry.all() {
+            let source = match served.source {
+                flagforge_kafka::Source::Kafka => "kafka",
+                flagforge_kafka::Source::Snapshot => "snapshot",
+            };
+            self.version
+                .with_label_values(&[ruleset.as_str(), source])
+                .set(served.version as i64);
+            if let Some(published) = flagforge_protocol::time::parse_timestamp(&served.created_at) {
+                self.module_age
+                    .with_label_values(&[ruleset.as_str()])
+                    .set(now - published / 1_000_000_000);
+            }
+            self.serving_for
+                .with_label_values(&[ruleset.as_str()])
+                .set(served.since.elapsed().as_secs() as i64);
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.prom.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,254 @@
+//! HTTP routes: OFREP evaluation, module download, metrics, health and readiness.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flagforge_kafka::Served;
+use flagforge_protocol::{value::context_from_json, Context, Resolution, Value};
+use serde_json::{json, Value as JsonValue};
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+
+type Shared = State<Arc<AppState>>;
+
+/// The daemon's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_one))
+        .route("/ofrep/v1/evaluate/flags", post(evaluate_bulk))
+        .route("/v1/modules/{ruleset}", get(module_bytes))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+fn failure(
+    status: StatusCode,
+    key: Option<&str>,
+    code: &str,
+    details: impl Into<String>,
+) -> Response {
+    let mut body = json!({ "errorCode": code, "errorDetails": details.into() });
+    if let Some(k) = key {
+        body["key"] = JsonValue::String(k.to_owned());
+    }
+    (status, Json(body)).into_response()
+}
+
+/// The request's context, plus `now` when a served schema declares it and it is absent.
+fn context_of(body: &Bytes, key: Option<&str>) -> Result<Context, Box<Response>> {
+    if body.is_empty() {
+        return Ok(Context::new());
+    }
+    let json: JsonValue = serde_json::from_slice(body).map_err(|e| {
+        failure(
+            StatusCode::BAD_REQUEST,
+            key,
+            "PARSE_ERROR",
+            format!("request body is not JSON: {e}"),
+        )
+    })?;
+    match json.get("context") {
+        None | Some(JsonValue::Null) => Ok(Context::new()),
+        Some(c) => context_from_json(c).map_err(|e| {
+            Box::new(failure(
+                StatusCode::BAD_REQUEST,
+                key,
+                "INVALID_CONTEXT",
+                e.to_string(),
+            ))
+        }),
+    }
+}
+
+fn with_now(served: &Served, ctx: &Context) -> Context {
+    let declared = served
+        .module
+        .manifest()
+        .context
+        .iter()
+        .any(|a| a.name == "now" && a.ty == "timestamp");
+    let mut ctx = ctx.clone();
+    if declared && !ctx.contains_key("now") {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        ctx.insert(
+            "now".into(),
+            Value::String(flagforge_protocol::time::format_timestamp(nanos)),
+        );
+    }
+    ctx
+}
+
+fn ofrep_success(r: &Resolution, ruleset: &str, served: &Served) -> JsonValue {
+    let mut metadata =
+        json!({ "ruleset": ruleset, "version": served.version, "sha256": served.sha256 });
+    if let Some(code) = r.error_code {
+        metadata["errorCode"] = serde_json::to_value(code).unwrap_or(JsonValue::Null);
+        metadata["errorDetails"] = JsonValue::String(r.error_message.clone().unwrap_or_default());
+    }
+    let mut body = json!({ "key": r.key, "value": r.value.to_json(), "reason": r.reason.as_str(), "metadata": metadata });
+    if let Some(v) = &r.variant {
+        body["variant"] = JsonValue::String(v.clone());
+    }
+    body
+}
+
+/// The served rulesets in lookup order: the configured ones first, then any others by name.
+fn lookup_order(state: &AppState) -> Vec<(String, Arc<Served>)> {
+    let mut all = state.registry.all();
+    all.sort_by_key(|(name, _)| {
+        state
+            .rulesets
+            .iter()
+            .position(|r| r == name)
+            .unwrap_or(usize::MAX)
+    });
+    all
+}
+
+async fn evaluate_one(State(state): Shared, Path(key): Path<String>, body: Bytes) -> Response {
+    let ctx = match context_of(&body, Some(&key)) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let served = lookup_order(&state);
+    if served.is_empty() {
+        return failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(&key),
+            "PROVIDER_NOT_READY",
+            "no ruleset is loaded yet",
+        );
+    }
+    let Some((ruleset, module)) = served
+        .into_iter()
+        .find(|(_, s)| s.module.manifest().flag(&key).is_some())
+    else {
+        return failure(
+            StatusCode::NOT_FOUND,
+            Some(&key),
+            "FLAG_NOT_FOUND",
+            format!("flag `{key}` is not served here"),
+        );
+    };
+    let ctx = with_now(&module, &ctx);
+    let r = tokio::task::block_in_place(|| module.module.evaluate(&key, &ctx, false));
+    state.metrics.evaluated(&r);
+    Json(ofrep_success(&r, &ruleset, &module)).into_response()
+}
+
+async fn evaluate_bulk(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let ctx = match context_of(&body, None) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let served = lookup_order(&state);
+    if served.is_empty() {
+        return failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "PROVIDER_NOT_READY",
+            "no ruleset is loaded yet",
+        );
+    }
+    let mut flags = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (ruleset, module) in &served {
+        let ctx = with_now(module, &ctx);
+        for r in tokio::task::block_in_place(|| module.module.evaluate_all(&ctx, false)) {
+            if seen.insert(r.key.clone()) {
+                state.metrics.evaluated(&r);
+                flags.push(ofrep_success(&r, ruleset, module));
+            }
+        }
+    }
+    let body = json!({ "flags": flags }).to_string();
+    let etag = format!(
+        "\"{}\"",
+        hex::encode(&Sha256::digest(body.as_bytes())[..16])
+    );
+    if if_none_match(&headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        [
+            (header::ETAG, etag),
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+async fn module_bytes(
+    State(state): Shared,
+    Path(ruleset): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(served) = state.registry.get(&ruleset) else {
+        return failure(
+            StatusCode::NOT_FOUND,
+            None,
+            "FLAG_NOT_FOUND",
+            format!("ruleset `{ruleset}` is not served here"),
+        );
+    };
+    let etag = format!("\"{}\"", served.sha256);
+    let version = HeaderValue::from(served.version);
+    if if_none_match(&headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let mut resp = (
+        [
+            (header::ETAG, etag),
+            (header::CONTENT_TYPE, "application/wasm".to_owned()),
+        ],
+        served.bytes.as_ref().clone(),
+    )
+        .into_response();
+    resp.headers_mut().insert("x-flagforge-version", version);
+    resp
+}
+
+async fn metrics(State(state): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state),
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): Shared) -> Response {
+    let served = state.registry.all();
+    let missing: Vec<&String> = state
+        .rulesets
+        .iter()
+        .filter(|r| !served.iter().any(|(name, _)| name == *r))
+        .collect();
+    if served.is_empty() || !missing.is_empty() {
+        let body = json!({ "ready": false, "missing": missing, "served": served.iter().map(|(n, _)| n).collect::<Vec<_>>() });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    let rulesets: Vec<JsonValue> = served
+        .iter()
+        .map(|(n, s)| json!({ "ruleset": n, "version": s.version, "sha256": s.sha256, "source": format!("{:?}", s.source).to_lowercase() }))
+        .collect();
+    Json(json!({ "ready": true, "rulesets": rulesets })).into_response()
+}

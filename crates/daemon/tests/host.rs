@@ -1,0 +1,242 @@
+//! `flagforge host` against a real broker (tansu started by the test): OFREP answers v1, then
+//! v2 without a restart; poison is rejected and visible in /metrics while the last good
+//! version serves; with the broker stopped it keeps answering; restarted with the broker still
+//! down, it answers from its snapshot.
+
+use std::time::{Duration, Instant};
+
+use flagforge_daemon::{start, DaemonConfig};
+use flagforge_distribution::{KeyPair, TrustedKeys};
+use flagforge_kafka::{KafkaConfig, Publisher, MODULES_TOPIC};
+use flagforge_testkit::{checkout_module, Broker};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+struct Reply {
+    status: u16,
+    etag: Option<String>,
+    body: Vec<u8>,
+}
+
+fn call(method: &str, url: &str, body: Option<&str>, if_none_match: Option<&str>) -> Reply {
+    let a = agent();
+    let mut resp = match method {
+        "POST" => {
+            let mut req = a.post(url).header("content-type", "application/json");
+            if let Some(t) = if_none_match {
+                req = req.header("if-none-match", t);
+            }
+            req.send(body.unwrap_or("")).unwrap()
+        }
+        _ => {
+            let mut req = a.get(url);
+            if let Some(t) = if_none_match {
+                req = req.header("if-none-match", t);
+            }
+            req.call().unwrap()
+        }
+    };
+    let status = resp.status().as_u16();
+    let etag = resp
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp.body_mut().read_to_vec().unwrap_or_default();
+    Reply { status, etag, body }
+}
+
+fn json(r: &Reply) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+}
+
+fn fraud_engine_in_france(base: &str) -> (String, u64) {
+    let r = call(
+        "POST",
+        &format!("{base}/ofrep/v1/evaluate/flags/FraudEngineRoutingMode"),
+        Some(r#"{"context":{"market":"FR"}}"#),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = json(&r);
+    (
+        v["variant"].as_str().unwrap().to_owned(),
+        v["metadata"]["version"].as_u64().unwrap(),
+    )
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapshot() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = Broker::start();
+    let kafka = KafkaConfig::new(broker.addr.clone());
+    let key = KeyPair::generate().unwrap();
+    let trusted = TrustedKeys::new([key.public()]);
+    let (v1, v2) = (checkout_module(false), checkout_module(true));
+    let publisher = Publisher::new(kafka.clone()).unwrap();
+    let now = || "2026-11-25T10:00:00Z".to_owned();
+    rt.block_on(publisher.publish("checkout", v1.clone(), &key, now(), None, None))
+        .unwrap();
+
+    let snapshots = tempfile::tempdir().unwrap();
+    let config = DaemonConfig {
+        kafka: Some(kafka.clone()),
+        trusted: trusted.clone(),
+        snapshot_dir: snapshots.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rulesets: vec!["checkout".into()],
+    };
+    let running = rt.block_on(start(config.clone())).unwrap();
+    let base = format!("http://{}", running.addr);
+    assert_eq!(
+        call("GET", &format!("{base}/healthz"), None, None).status,
+        200
+    );
+    wait_until("the host is ready", || {
+        call("GET", &format!("{base}/readyz"), None, None).status == 200
+    });
+    assert_eq!(fraud_engine_in_france(&base), ("engine_v3".into(), 1));
+
+    // OFREP errors: unknown flag, unusable body.
+    let missing = call(
+        "POST",
+        &format!("{base}/ofrep/v1/evaluate/flags/NoSuchFlag"),
+        Some("{}"),
+        None,
+    );
+    assert_eq!(
+        (missing.status, json(&missing)["errorCode"].as_str()),
+        (404, Some("FLAG_NOT_FOUND"))
+    );
+    let bad = call(
+        "POST",
+        &format!("{base}/ofrep/v1/evaluate/flags/FraudEngineRoutingMode"),
+        Some("{nope"),
+        None,
+    );
+    assert_eq!(
+        (bad.status, json(&bad)["errorCode"].as_str()),
+        (400, Some("PARSE_ERROR"))
+    );
+    // A wrong-typed attribute: the flag's failure policy answers, with the error in metadata.
+    let typed = call(
+        "POST",
+        &format!("{base}/ofrep/v1/evaluate/flags/FraudEngineRoutingMode"),
+        Some(r#"{"context":{"market":33}}"#),
+        None,
+    );
+    let t = json(&typed);
+    assert_eq!(
+        (typed.status, t["reason"].as_str(), t["variant"].as_str()),
+        (200, Some("ERROR"), Some("engine_v2"))
+    );
+    assert_eq!(t["metadata"]["errorCode"], "TYPE_MISMATCH");
+
+    // Bulk with ETag and 304.
+    let bulk = call(
+        "POST",
+        &format!("{base}/ofrep/v1/evaluate/flags"),
+        Some(r#"{"context":{"market":"FR","now":"2026-12-01T00:00:00Z"}}"#),
+        None,
+    );
+    assert_eq!(bulk.status, 200);
+    assert_eq!(json(&bulk)["flags"].as_array().unwrap().len(), 8);
+    let etag = bulk.etag.clone().unwrap();
+    let again = call(
+        "POST",
+        &format!("{base}/ofrep/v1/evaluate/flags"),
+        Some(r#"{"context":{"market":"FR","now":"2026-12-01T00:00:00Z"}}"#),
+        Some(&etag),
+    );
+    assert_eq!(again.status, 304);
+
+    // Module download with ETag = sha256.
+    let m = call("GET", &format!("{base}/v1/modules/checkout"), None, None);
+    assert_eq!((m.status, m.body == v1), (200, true));
+    let m_etag = m.etag.unwrap();
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{base}/v1/modules/checkout"),
+            None,
+            Some(&m_etag)
+        )
+        .status,
+        304
+    );
+
+    // v2 is served without a restart.
+    rt.block_on(publisher.publish(
+        "checkout",
+        v2.clone(),
+        &key,
+        now(),
+        Some("kill v3 in FR".into()),
+        None,
+    ))
+    .unwrap();
+    wait_until("v2 answers", || {
+        fraud_engine_in_france(&base) == ("engine_v2".into(), 2)
+    });
+
+    // Poison is rejected and counted; the last good version keeps serving.
+    let raw: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .unwrap();
+    rt.block_on(
+        raw.send(
+            FutureRecord::to(MODULES_TOPIC)
+                .key("checkout")
+                .payload("garbage".as_bytes()),
+            Duration::from_secs(10),
+        ),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    wait_until("the garbage message shows in /metrics", || {
+        let body = call("GET", &format!("{base}/metrics"), None, None).body;
+        String::from_utf8_lossy(&body)
+            .contains("flagforge_envelopes_rejected_total{reason=\"garbage\"} 1")
+    });
+    let metrics =
+        String::from_utf8(call("GET", &format!("{base}/metrics"), None, None).body).unwrap();
+    assert!(
+        metrics.contains("flagforge_module_version{ruleset=\"checkout\",source=\"kafka\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flagforge_evaluations_total{flag=\"FraudEngineRoutingMode\""),
+        "{metrics}"
+    );
+    assert_eq!(fraud_engine_in_france(&base), ("engine_v2".into(), 2));
+
+    // The broker stops: the host keeps answering.
+    drop(broker);
+    assert_eq!(fraud_engine_in_france(&base), ("engine_v2".into(), 2));
+
+    // Restart the host with the broker still down: it answers from its snapshot.
+    drop(running);
+    let restarted = rt.block_on(start(config)).unwrap();
+    let base = format!("http://{}", restarted.addr);
+    let ready = call("GET", &format!("{base}/readyz"), None, None);
+    assert_eq!(ready.status, 200);
+    assert_eq!(json(&ready)["rulesets"][0]["source"], "snapshot");
+    assert_eq!(fraud_engine_in_france(&base), ("engine_v2".into(), 2));
+}
