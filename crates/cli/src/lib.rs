@@ -16,6 +16,7 @@ macro_rules! outln {
 
 pub mod conformance;
 mod demo;
+mod distribution_demo;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -131,6 +132,9 @@ enum Command {
         /// The examples directory.
         #[arg(long, default_value = "rules-examples")]
         examples: PathBuf,
+        /// Run the distribution part against this broker instead of the in-process mock.
+        #[arg(long)]
+        brokers: Option<String>,
     },
 }
 
@@ -194,7 +198,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             rulesets,
             &settings,
         ),
-        Command::Demo { examples } => demo::run(&examples).map(|()| ExitCode::SUCCESS),
+        Command::Demo { examples, brokers } => {
+            demo::run(&examples)?;
+            distribution_demo::run(&examples, brokers.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -289,11 +297,7 @@ fn publish(
     let loaded = load_module(module)?;
     let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
     let publisher = flagforge_kafka::Publisher::new(kafka_config(brokers, settings)?)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64 * 1_000_000_000)
-        .unwrap_or(0);
-    let created_at = flagforge_protocol::time::format_timestamp(now);
+    let created_at = now_rfc3339();
     let runtime = tokio::runtime::Runtime::new()?;
     let ruleset = loaded.manifest().ruleset.clone();
     let published =
@@ -313,6 +317,15 @@ fn publish(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The current time as RFC 3339 (UTC, whole seconds).
+pub(crate) fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    flagforge_protocol::time::format_timestamp(secs * 1_000_000_000)
 }
 
 /// Loads a module file into a default host.

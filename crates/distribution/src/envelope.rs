@@ -104,11 +104,6 @@ pub enum RejectReason {
         /// Version served.
         current: u64,
     },
-    /// Same version as the one served, different module, and it loses the tie-break.
-    #[error(
-        "version {0} conflicts with the served module of the same version and loses the tie-break"
-    )]
-    Conflict(u64),
 }
 
 impl RejectReason {
@@ -124,7 +119,6 @@ impl RejectReason {
             RejectReason::UnknownKey(_) => "unknown_key",
             RejectReason::BadSignature(_) => "bad_signature",
             RejectReason::Stale { .. } => "stale",
-            RejectReason::Conflict(_) => "conflict",
         }
     }
 }

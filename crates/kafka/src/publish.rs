@@ -36,14 +36,51 @@ pub struct Publisher {
 impl Publisher {
     /// Connects a producer (idempotent, acks=all).
     pub fn new(config: KafkaConfig) -> Result<Publisher, KafkaError> {
+        // One record per request: publishing is rare, and some Kafka-protocol brokers (tansu's
+        // memory engine) report wrong high watermarks after multi-record batches, which
+        // stalls consumers that are already caught up.
         let producer = config
-            .client(&[("enable.idempotence", "true"), ("acks", "all")])
+            .client(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "0"),
+                ("batch.num.messages", "1"),
+            ])
             .create()?;
         Ok(Publisher { config, producer })
     }
 
+    async fn produce(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), KafkaError> {
+        let version = envelope.version.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "ruleset",
+                value: Some(&envelope.ruleset),
+            })
+            .insert(Header {
+                key: "version",
+                value: Some(&version),
+            })
+            .insert(Header {
+                key: "sha256",
+                value: Some(&envelope.sha256),
+            });
+        let record = FutureRecord::to(MODULES_TOPIC)
+            .key(&envelope.ruleset)
+            .payload(bytes)
+            .headers(headers);
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| KafkaError::from(e))?;
+        Ok(())
+    }
+
     /// Creates the compacted modules topic if it does not exist.
     pub async fn ensure_topic(&self) -> Result<(), KafkaError> {
+        if self.topic_exists()? {
+            return Ok(());
+        }
         let admin: AdminClient<DefaultClientContext> = self.config.client(&[]).create()?;
         let topic = NewTopic::new(MODULES_TOPIC, 1, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact");
@@ -62,6 +99,22 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+
+    fn topic_exists(&self) -> Result<bool, KafkaError> {
+        tokio::task::block_in_place(|| self.topic_exists_blocking())
+    }
+
+    fn topic_exists_blocking(&self) -> Result<bool, KafkaError> {
+        let consumer: BaseConsumer = self
+            .config
+            .client(&[("group.id", "flagforge-publisher")])
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(MODULES_TOPIC), Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.error().is_none() && !t.partitions().is_empty()))
     }
 
     /// The newest envelope on the topic for `ruleset` (by the hosts' ordering rule), read from
@@ -121,8 +174,13 @@ impl Publisher {
         Ok(best)
     }
 
+    /// (Needs a multi-threaded tokio runtime: the topic is read with blocking calls.)
+    ///
     /// Signs and produces `module` for `ruleset` as the next version, unless the topic already
     /// holds this exact module. Refuses envelopes above [`MAX_ENVELOPE_BYTES`] before producing.
+    /// The caller validates the module first (`flagforge publish` loads it in wasmtime): hosts
+    /// refuse modules that do not load, and a refused module must never become the newest
+    /// version on the topic.
     pub async fn publish(
         &self,
         ruleset: &str,
@@ -133,7 +191,8 @@ impl Publisher {
         change: Option<String>,
     ) -> Result<Published, KafkaError> {
         self.ensure_topic().await?;
-        let latest = self.latest(ruleset)?;
+        // Reading the topic blocks; keep it off the async workers.
+        let latest = tokio::task::block_in_place(|| self.latest(ruleset))?;
         let draft = Draft {
             ruleset: ruleset.to_owned(),
             version: latest.as_ref().map_or(1, |e| e.version + 1),
@@ -160,28 +219,19 @@ impl Publisher {
                 bytes.len()
             )));
         }
-        let version = envelope.version.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ruleset",
-                value: Some(ruleset),
-            })
-            .insert(Header {
-                key: "version",
-                value: Some(&version),
-            })
-            .insert(Header {
-                key: "sha256",
-                value: Some(&envelope.sha256),
-            });
-        let record = FutureRecord::to(MODULES_TOPIC)
-            .key(ruleset)
-            .payload(&bytes)
-            .headers(headers);
-        self.producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| KafkaError::from(e))?;
+        self.produce(&envelope, &bytes).await?;
+        // Two publishers may have picked the same version; the later record wins on every host
+        // (flagforge-distribution's ordering rule). Read back: if a later record took this
+        // version, say so. (If it lands after this read, this publish still reports success:
+        // without compare-and-set on the topic no publisher can know. Hosts agree either way.)
+        if let Some(winner) = tokio::task::block_in_place(|| self.latest(ruleset))? {
+            if winner.version == envelope.version && winner.sha256 != envelope.sha256 {
+                return Err(KafkaError::Refused(format!(
+                    "lost a race: another publisher released version {} of `{ruleset}` (sha256 {}) right after this one, and hosts serve that; rebuild on top of it and publish again",
+                    winner.version, winner.sha256
+                )));
+            }
+        }
         Ok(Published {
             ruleset: ruleset.to_owned(),
             version: envelope.version,

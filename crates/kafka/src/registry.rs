@@ -100,14 +100,46 @@ impl Registry {
 
     /// Offers raw envelope bytes (a Kafka message value).
     pub fn offer(&self, bytes: &[u8]) -> Offer {
-        let env = match Envelope::decode(bytes) {
-            Ok(e) => e,
-            Err(e) => return self.count(e.kind()),
-        };
-        if let Err(e) = env.verify(&self.trusted) {
-            return self.count(e.kind());
+        self.offer_batch(&[bytes]).pop().unwrap_or(Offer::Duplicate)
+    }
+
+    /// Offers several messages received together. Every message is decoded and verified
+    /// (rejections are counted), but per ruleset only the newest valid envelope is compiled:
+    /// candidates are tried newest first, and an older one only if a newer one fails to load.
+    /// Returns one outcome per ruleset offered, plus one per rejected message.
+    pub fn offer_batch(&self, messages: &[&[u8]]) -> Vec<Offer> {
+        let mut outcomes = Vec::new();
+        let mut by_ruleset: BTreeMap<String, Vec<Envelope>> = BTreeMap::new();
+        for bytes in messages {
+            let env = match Envelope::decode(bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    outcomes.push(self.count(e.kind()));
+                    continue;
+                }
+            };
+            if let Err(e) = env.verify(&self.trusted) {
+                outcomes.push(self.count(e.kind()));
+                continue;
+            }
+            by_ruleset.entry(env.ruleset.clone()).or_default().push(env);
         }
-        self.install(env, Source::Kafka)
+        for (_, mut candidates) in by_ruleset {
+            // Newest first, by the same rule hosts use to order envelopes.
+            candidates.sort_by(|a, b| {
+                (b.version, b.sha256.as_str()).cmp(&(a.version, a.sha256.as_str()))
+            });
+            let mut last = Offer::Duplicate;
+            for env in candidates {
+                last = self.install(env, Source::Kafka);
+                if !matches!(&last, Offer::Rejected(r) if r.starts_with("invalid_module") || r == "ruleset_mismatch")
+                {
+                    break;
+                }
+            }
+            outcomes.push(last);
+        }
+        outcomes
     }
 
     fn install(&self, env: Envelope, source: Source) -> Offer {

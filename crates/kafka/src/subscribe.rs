@@ -10,6 +10,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::{KafkaConfig, KafkaError, Registry, MODULES_TOPIC};
 
+/// Most messages offered to the registry together.
+const MAX_BATCH: usize = 256;
+
 /// A running subscription; dropping it stops the task.
 pub struct Subscriber {
     task: tokio::task::JoinHandle<()>,
@@ -48,17 +51,30 @@ impl Subscriber {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             loop {
+                // Wait for one message, then take whatever else is already here, so a burst of
+                // versions costs one compilation per ruleset, not one per version.
+                let mut batch: Vec<Vec<u8>> = Vec::new();
                 match consumer.recv().await {
-                    Ok(msg) => {
-                        let Some(payload) = msg.payload().map(<[u8]>::to_vec) else {
-                            registry.offer(&[]);
-                            continue;
-                        };
-                        let r = Arc::clone(&registry);
-                        let _ = tokio::task::spawn_blocking(move || r.offer(&payload)).await;
+                    Ok(msg) => batch.push(msg.payload().map(<[u8]>::to_vec).unwrap_or_default()),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
+                while batch.len() < MAX_BATCH {
+                    match tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await {
+                        Ok(Ok(msg)) => {
+                            batch.push(msg.payload().map(<[u8]>::to_vec).unwrap_or_default())
+                        }
+                        _ => break,
+                    }
+                }
+                let r = Arc::clone(&registry);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+                    r.offer_batch(&refs)
+                })
+                .await;
             }
         });
         Ok(Subscriber { task })

@@ -168,3 +168,130 @@ async fn publish_propagate_swap_reject_poison_and_restart_from_snapshot() {
     );
     assert_eq!(fraud_engine_in_france(&restarted), "engine_v2");
 }
+
+/// Ignored: on tansu's memory engine, after two producers write concurrently, consumers that
+/// are already caught up receive the new records only 10-20 s later (observed 2026-11-25; the
+/// engine's high watermarks are known to go wrong). The hosts do converge on the ordering rule,
+/// but the timing makes this test flaky. Run it with `--ignored`; it should move to the
+/// durable (sqlite) engine. The rule itself is covered by `a_batch_installs_only_its_newest_
+/// envelope` here and the unit tests of `flagforge-distribution`'s ordering.
+#[ignore = "tansu memory engine delays records after concurrent producers; see the doc comment"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_publishers_leave_every_host_on_the_same_version() {
+    fn now() -> String {
+        "2026-11-25T10:00:00Z".to_owned()
+    }
+    let broker = Broker::start();
+    let config = KafkaConfig::new(broker.addr.clone());
+    let key = KeyPair::generate().unwrap();
+    let trusted = TrustedKeys::new([key.public()]);
+    let first = Publisher::new(config.clone()).unwrap();
+    first
+        .publish("checkout", checkout_module(false), &key, now(), None, None)
+        .await
+        .unwrap();
+
+    let host = |_: usize| {
+        Arc::new(Registry::new(
+            Host::new(Limits::default()).unwrap(),
+            trusted.clone(),
+            None,
+        ))
+    };
+    let early: Vec<Arc<Registry>> = (0..3).map(host).collect();
+    let _subs: Vec<Subscriber> = early
+        .iter()
+        .map(|r| Subscriber::start(&config, Arc::clone(r)).unwrap())
+        .collect();
+    wait_until("early hosts serve v1", || {
+        early
+            .iter()
+            .all(|r| r.get("checkout").is_some_and(|s| s.version == 1))
+    })
+    .await;
+
+    // Two publishers release different modules at the same moment, repeatedly.
+    let a = Arc::new(Publisher::new(config.clone()).unwrap());
+    let b = Arc::new(Publisher::new(config.clone()).unwrap());
+    let signer = Arc::new(key);
+    let mut lost = 0;
+    for round in 0..3 {
+        let ma = checkout_module(round % 2 == 0);
+        let mut mb = checkout_module(round % 2 == 1);
+        // Make B's module differ from A's even when the rules are the same: a custom section.
+        mb.extend_from_slice(&[0, 5, 3, b'r', b'a', b'c', round as u8]);
+        let (pa, ka) = (Arc::clone(&a), Arc::clone(&signer));
+        let ta = tokio::spawn(async move {
+            pa.publish("checkout", ma, &ka, now(), Some("A".into()), None)
+                .await
+        });
+        let (pb, kb) = (Arc::clone(&b), Arc::clone(&signer));
+        let tb = tokio::spawn(async move {
+            pb.publish("checkout", mb, &kb, now(), Some("B".into()), None)
+                .await
+        });
+        let (ra, rb) = (ta.await.unwrap(), tb.await.unwrap());
+        for r in [&ra, &rb] {
+            if let Err(e) = r {
+                assert!(e.to_string().contains("lost a race"), "{e}");
+                lost += 1;
+            }
+        }
+        assert!(ra.is_ok() || rb.is_ok(), "someone must win round {round}");
+    }
+    let target = first.latest("checkout").unwrap().unwrap();
+    wait_until("early hosts converge", || {
+        early.iter().all(|r| {
+            r.get("checkout")
+                .is_some_and(|s| s.version == target.version && s.sha256 == target.sha256)
+        })
+    })
+    .await;
+    // A host that starts now reads the whole log and lands on the same module.
+    let late = host(3);
+    let _late_sub = Subscriber::start(&config, Arc::clone(&late)).unwrap();
+    wait_until("a late host converges", || {
+        late.get("checkout")
+            .is_some_and(|s| s.version == target.version && s.sha256 == target.sha256)
+    })
+    .await;
+    eprintln!(
+        "racing publishers: {lost} lost race(s) in 3 rounds; converged on v{}",
+        target.version
+    );
+}
+
+#[test]
+fn a_batch_installs_only_its_newest_envelope() {
+    let key = KeyPair::generate().unwrap();
+    let registry = Registry::new(
+        Host::new(Limits::default()).unwrap(),
+        TrustedKeys::new([key.public()]),
+        None,
+    );
+    let draft = |version: u64, module: Vec<u8>| flagforge_distribution::Draft {
+        ruleset: "checkout".into(),
+        version,
+        module,
+        created_at: "2026-11-25T10:00:00Z".into(),
+        reason: None,
+        change: None,
+    };
+    let (m1, m2) = (checkout_module(false), checkout_module(true));
+    let batch: Vec<Vec<u8>> = vec![
+        Envelope::sign(draft(1, m1.clone()), &key).encode(),
+        Envelope::sign(draft(2, m2.clone()), &key).encode(),
+        Envelope::sign(draft(2, m1.clone()), &key).encode(),
+        Envelope::sign(draft(3, m2.clone()), &key).encode(),
+        Envelope::sign(draft(3, m1.clone()), &key).encode(),
+    ];
+    let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+    let out = registry.offer_batch(&refs);
+    eprintln!("{out:?}");
+    let served = registry.get("checkout").unwrap();
+    assert_eq!(served.version, 3);
+    assert_eq!(
+        *served.bytes, m1,
+        "the later of the two version-3 records wins"
+    );
+}
