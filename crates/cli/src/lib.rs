@@ -367,6 +367,7 @@ fn manifest_json(m: &Manifest, sha256: &str, size: usize) -> Json {
                 "on_error": f.on_error,
                 "static": f.is_static,
                 "reads": f.reads,
+                "propagation": f.propagation.as_str(),
             });
             if let Some(obj) = o.as_object_mut() {
                 if !f.states.is_empty() {

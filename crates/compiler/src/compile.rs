@@ -8,7 +8,7 @@ use evaluator_core::ir::{
     IR_FORMAT,
 };
 use evaluator_core::time;
-use flagforge_protocol::{FlagKind, Lifecycle, Value};
+use flagforge_protocol::{FlagKind, Lifecycle, Propagation, Value};
 use marked_yaml::{types::MarkedMappingNode, Node, Span};
 
 use crate::diag::Diagnostic;
@@ -46,6 +46,7 @@ const FLAG_KEYS: &[&str] = &[
     "retirement",
     "dependents",
     "docs",
+    "propagation",
 ];
 const RULE_KEYS: &[&str] = &["name", "when", "serve", "rollout", "by", "seed"];
 
@@ -552,6 +553,19 @@ impl<'f> Compiler<'f> {
                 None
             }
         };
+        let propagation = match self.scalar(m, "propagation", &what) {
+            Some((p, span)) => match Propagation::ALL.iter().find(|x| x.as_str() == p) {
+                Some(p) => Some(*p),
+                None => {
+                    self.error(
+                        span,
+                        format!("unknown propagation class `{p}`; expected one of: immediate (≤ 1 s), near-real-time (≤ 10 s), eventual (≤ 5 min)"),
+                    );
+                    None
+                }
+            },
+            None => kind.map(Propagation::default_for),
+        };
         let enabled = match self.scalar(m, "enabled", &what) {
             Some((v, span)) => match v {
                 "true" => true,
@@ -802,6 +816,7 @@ impl<'f> Compiler<'f> {
                 prerequisites: Vec::new(),
                 rules,
                 reads: reads.into_iter().collect(),
+                propagation: propagation?,
             },
             key_span: *key_span,
             prereqs,

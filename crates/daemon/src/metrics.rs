@@ -17,6 +17,9 @@ pub struct Metrics {
     module_age: IntGaugeVec,
     serving_for: IntGaugeVec,
     fallbacks: IntCounterVec,
+    contact_age: prometheus::IntGauge,
+    lag: prometheus::IntGauge,
+    stale: IntGaugeVec,
 }
 
 impl Metrics {
@@ -65,6 +68,24 @@ impl Metrics {
             ),
             &["flag", "error_code"],
         )?;
+        let contact_age = prometheus::IntGauge::new(
+            "flagforge_broker_contact_age_milliseconds",
+            "Milliseconds since the broker was last confirmed reachable (-1: never)",
+        )?;
+        let lag = prometheus::IntGauge::new(
+            "flagforge_consumer_lag",
+            "Messages on the modules topic not yet read, at the last contact",
+        )?;
+        let stale = IntGaugeVec::new(
+            Opts::new(
+                "flagforge_ruleset_stale",
+                "1 when the last confirmed broker contact is older than the ruleset's strictest propagation class allows",
+            ),
+            &["ruleset", "propagation"],
+        )?;
+        prom.register(Box::new(contact_age.clone()))?;
+        prom.register(Box::new(lag.clone()))?;
+        prom.register(Box::new(stale.clone()))?;
         for c in [&evaluations, &rejected, &fallbacks] {
             prom.register(Box::new(c.clone()))?;
         }
@@ -80,6 +101,9 @@ impl Metrics {
             module_age,
             serving_for,
             fallbacks,
+            contact_age,
+            lag,
+            stale,
         })
     }
 
@@ -116,7 +140,19 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
+        match state.registry.last_contact() {
+            Some((at, lag)) => {
+                self.contact_age.set(at.elapsed().as_millis() as i64);
+                self.lag.set(lag);
+            }
+            None => self.contact_age.set(-1),
+        }
         for (ruleset, served) in state.registry.all() {
+            if let Some(class) = served.module.manifest().strictest_propagation() {
+                self.stale
+                    .with_label_values(&[ruleset.as_str(), class.as_str()])
+                    .set(i64::from(state.registry.is_stale(&served)));
+            }
             let source = match served.source {
                 flagforge_kafka::Source::Kafka => "kafka",
                 flagforge_kafka::Source::Snapshot => "snapshot",

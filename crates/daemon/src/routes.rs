@@ -248,7 +248,18 @@ async fn readyz(State(state): Shared) -> Response {
     }
     let rulesets: Vec<JsonValue> = served
         .iter()
-        .map(|(n, s)| json!({ "ruleset": n, "version": s.version, "sha256": s.sha256, "source": format!("{:?}", s.source).to_lowercase() }))
+        .map(|(n, s)| {
+            json!({
+                "ruleset": n,
+                "version": s.version,
+                "sha256": s.sha256,
+                "source": format!("{:?}", s.source).to_lowercase(),
+                "published_at": s.created_at,
+                "serving_for_seconds": s.since.elapsed().as_secs(),
+                "propagation": s.module.manifest().strictest_propagation().map(|p| p.as_str()),
+                "stale": state.registry.is_stale(s),
+            })
+        })
         .collect();
     Json(json!({ "ready": true, "rulesets": rulesets })).into_response()
 }

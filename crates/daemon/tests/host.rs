@@ -227,9 +227,27 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
     );
     assert_eq!(fraud_engine_in_france(&base), ("engine_v2".into(), 2));
 
-    // The broker stops: the host keeps answering.
+    // With the broker reachable the ruleset is fresh; its strictest flag (the ops kill switch)
+    // is `immediate` (≤ 1 s).
+    let stale_line = |v: u8| {
+        format!("flagforge_ruleset_stale{{propagation=\"immediate\",ruleset=\"checkout\"}} {v}")
+    };
+    wait_until("the ruleset reports fresh", || {
+        String::from_utf8_lossy(&call("GET", &format!("{base}/metrics"), None, None).body)
+            .contains(&stale_line(0))
+    });
+
+    // The broker stops: the host keeps answering, and reports the ruleset stale.
     drop(broker);
     assert_eq!(fraud_engine_in_france(&base), ("engine_v2".into(), 2));
+    wait_until("the ruleset reports stale", || {
+        String::from_utf8_lossy(&call("GET", &format!("{base}/metrics"), None, None).body)
+            .contains(&stale_line(1))
+    });
+    assert_eq!(
+        json(&call("GET", &format!("{base}/readyz"), None, None))["rulesets"][0]["stale"],
+        true
+    );
 
     // Restart the host with the broker still down: it answers from its snapshot.
     drop(running);

@@ -915,6 +915,7 @@ fn flag_info(ir: &RulesetIr, f: &FlagIr) -> FlagInfo {
             .collect(),
         reads: f.reads.clone(),
         is_static: is_static(f),
+        propagation: f.propagation,
         lifecycle: Lifecycle {
             retirement: f.lifecycle.retirement.clone(),
             dependents: f.lifecycle.dependents.clone(),

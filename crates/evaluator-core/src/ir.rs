@@ -6,7 +6,7 @@
 //! crosses the host boundary (hosts see only MessagePack results and the manifest), and
 //! postcard's decoder is a fraction of the code size of a self-describing one.
 
-use flagforge_protocol::{FlagKind, Lifecycle, Value};
+use flagforge_protocol::{FlagKind, Lifecycle, Propagation, Value};
 use serde::{Deserialize, Serialize};
 
 /// Version of this model's encoding; bumped on any incompatible change.
@@ -171,6 +171,8 @@ pub struct FlagIr {
     pub rules: Vec<RuleIr>,
     /// Attributes this flag reads (names), for the manifest.
     pub reads: Vec<String>,
+    /// How fresh the flag must be on a host.
+    pub propagation: Propagation,
 }
 
 /// A half-open time window `[from, until)` in Unix nanoseconds.
@@ -393,6 +395,7 @@ impl RulesetIr {
                     action: Action::Serve(0),
                 }],
                 reads: vec!["market".into()],
+                propagation: Propagation::Eventual,
             }],
         }
     }

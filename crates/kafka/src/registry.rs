@@ -60,6 +60,7 @@ pub struct Registry {
     snapshots: Option<SnapshotDir>,
     served: RwLock<HashMap<String, Arc<Served>>>,
     rejected: Mutex<BTreeMap<String, u64>>,
+    contact: Mutex<Option<(Instant, i64)>>,
 }
 
 impl Registry {
@@ -72,6 +73,7 @@ impl Registry {
             snapshots,
             served: RwLock::new(HashMap::new()),
             rejected: Mutex::new(BTreeMap::new()),
+            contact: Mutex::new(None),
         }
     }
 
@@ -124,13 +126,13 @@ impl Registry {
             }
             by_ruleset.entry(env.ruleset.clone()).or_default().push(env);
         }
-        for (_, mut candidates) in by_ruleset {
-            // Newest first, by the same rule hosts use to order envelopes.
-            candidates.sort_by(|a, b| {
-                (b.version, b.sha256.as_str()).cmp(&(a.version, a.sha256.as_str()))
-            });
+        for (_, candidates) in by_ruleset {
+            // Newest first by the hosts' rule: higher version, then later in the log.
+            let mut candidates: Vec<(usize, Envelope)> =
+                candidates.into_iter().enumerate().collect();
+            candidates.sort_by_key(|(i, e)| std::cmp::Reverse((e.version, *i)));
             let mut last = Offer::Duplicate;
-            for env in candidates {
+            for (_, env) in candidates {
                 last = self.install(env, Source::Kafka);
                 if !matches!(&last, Offer::Rejected(r) if r.starts_with("invalid_module") || r == "ruleset_mismatch")
                 {
@@ -217,6 +219,32 @@ impl Registry {
             .unwrap_or_default();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Records a confirmed round trip to the broker and the consumer lag it showed (messages
+    /// on the topic not yet read).
+    pub fn confirm_contact(&self, lag: i64) {
+        if let Ok(mut c) = self.contact.lock() {
+            *c = Some((Instant::now(), lag));
+        }
+    }
+
+    /// When the broker was last confirmed reachable, and the lag then.
+    #[must_use]
+    pub fn last_contact(&self) -> Option<(Instant, i64)> {
+        self.contact.lock().ok().and_then(|c| *c)
+    }
+
+    /// Whether a served ruleset is older than its strictest flag allows: no broker contact
+    /// confirmed within that flag's propagation bound (or never).
+    #[must_use]
+    pub fn is_stale(&self, served: &Served) -> bool {
+        let Some(class) = served.module.manifest().strictest_propagation() else {
+            return false;
+        };
+        let bound = std::time::Duration::from_millis(class.max_staleness_ms());
+        self.last_contact()
+            .is_none_or(|(at, _)| at.elapsed() > bound)
     }
 
     /// Rejections so far, by reason.

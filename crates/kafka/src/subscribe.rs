@@ -16,11 +16,13 @@ const MAX_BATCH: usize = 256;
 /// A running subscription; dropping it stops the task.
 pub struct Subscriber {
     task: tokio::task::JoinHandle<()>,
+    heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.task.abort();
+        self.heartbeat.abort();
     }
 }
 
@@ -38,6 +40,21 @@ impl Subscriber {
             ])
             .create()?;
         let consumer = Arc::new(consumer);
+        // Confirm broker contact (and measure lag) every 250 ms, so a host can say how old
+        // its configuration may be even when nothing is being published.
+        let (c, r) = (Arc::clone(&consumer), Arc::clone(&registry));
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                let (c2, r2) = (Arc::clone(&c), Arc::clone(&r));
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(lag) = lag(&c2) {
+                        r2.confirm_contact(lag);
+                    }
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
         let task = tokio::spawn(async move {
             // Wait for the topic to exist, then assign every partition from the beginning.
             loop {
@@ -77,8 +94,26 @@ impl Subscriber {
                 .await;
             }
         });
-        Ok(Subscriber { task })
+        Ok(Subscriber { task, heartbeat })
     }
+}
+
+/// Messages on the topic not yet read, from a round trip to the broker; `None` if the broker
+/// did not answer.
+fn lag(consumer: &StreamConsumer) -> Option<i64> {
+    let position = consumer.position().ok()?;
+    let mut lag = 0;
+    for elem in position.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(elem.topic(), elem.partition(), Duration::from_millis(500))
+            .ok()?;
+        let at = match elem.offset() {
+            Offset::Offset(n) => n,
+            _ => 0,
+        };
+        lag += (high - at).max(0);
+    }
+    Some(lag)
 }
 
 fn assign_all(consumer: &StreamConsumer) -> bool {

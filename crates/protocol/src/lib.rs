@@ -24,6 +24,6 @@ pub mod time;
 pub mod value;
 
 pub use codec::{decode, encode, CodecError};
-pub use manifest::{AttrDecl, FlagInfo, FlagKind, Lifecycle, Manifest, VariantInfo};
+pub use manifest::{AttrDecl, FlagInfo, FlagKind, Lifecycle, Manifest, Propagation, VariantInfo};
 pub use resolution::{ErrorCode, Explanation, Reason, Resolution, Step};
 pub use value::{Context, Value};

@@ -49,6 +49,58 @@ impl FlagKind {
     }
 }
 
+/// How fresh a flag must be on a host: the longest a host may go without confirming contact
+/// with the broker before it reports the flag's ruleset as stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Propagation {
+    /// At most 1 second (default for ops flags: kill switches).
+    Immediate,
+    /// At most 10 seconds (default for migration flags).
+    NearRealTime,
+    /// At most 5 minutes (default for release, experiment and policy flags).
+    Eventual,
+}
+
+impl Propagation {
+    /// Every class, strictest first.
+    pub const ALL: [Propagation; 3] = [
+        Propagation::Immediate,
+        Propagation::NearRealTime,
+        Propagation::Eventual,
+    ];
+
+    /// The spelling used in rule files.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Propagation::Immediate => "immediate",
+            Propagation::NearRealTime => "near-real-time",
+            Propagation::Eventual => "eventual",
+        }
+    }
+
+    /// Longest acceptable time since the last confirmed broker contact, in milliseconds.
+    #[must_use]
+    pub fn max_staleness_ms(self) -> u64 {
+        match self {
+            Propagation::Immediate => 1_000,
+            Propagation::NearRealTime => 10_000,
+            Propagation::Eventual => 300_000,
+        }
+    }
+
+    /// The default class of a flag kind.
+    #[must_use]
+    pub fn default_for(kind: FlagKind) -> Propagation {
+        match kind {
+            FlagKind::Ops => Propagation::Immediate,
+            FlagKind::Migration => Propagation::NearRealTime,
+            _ => Propagation::Eventual,
+        }
+    }
+}
+
 /// A declared context attribute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttrDecl {
@@ -113,6 +165,8 @@ pub struct FlagInfo {
     /// True when the flag has no rules, schedule or prerequisites: always its default.
     #[serde(rename = "static")]
     pub is_static: bool,
+    /// How fresh the flag must be on a host.
+    pub propagation: Propagation,
     /// Lifecycle metadata.
     #[serde(default)]
     pub lifecycle: Lifecycle,
@@ -156,6 +210,15 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The strictest propagation class of any flag (`None` for a ruleset without flags).
+    #[must_use]
+    pub fn strictest_propagation(&self) -> Option<Propagation> {
+        self.flags
+            .iter()
+            .map(|f| f.propagation)
+            .min_by_key(|p| p.max_staleness_ms())
+    }
+
     /// Looks a flag up by key.
     #[must_use]
     pub fn flag(&self, key: &str) -> Option<&FlagInfo> {

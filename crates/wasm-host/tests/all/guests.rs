@@ -35,6 +35,7 @@ fn flag(key: &str) -> FlagInfo {
         prerequisites: vec![],
         reads: vec![],
         is_static: false,
+        propagation: flagforge_protocol::Propagation::Immediate,
         lifecycle: Lifecycle::default(),
     }
 }
