@@ -411,25 +411,13 @@ pub fn parse_context(arg: &str) -> Result<Context> {
 
 /// Adds `now` when the schema declares it as a timestamp and the context lacks it.
 pub fn with_now(manifest: &Manifest, ctx: &mut Context, now: Option<&str>) -> Result<()> {
-    let declared = manifest
-        .context
-        .iter()
-        .any(|a| a.name == "now" && a.ty == "timestamp");
     if let Some(now) = now {
         if evaluator_core::time::parse_timestamp(now).is_none() {
             bail!("--now `{now}` is not an RFC 3339 timestamp");
         }
         ctx.insert("now".into(), Value::String(now.to_owned()));
-    } else if declared && !ctx.contains_key("now") {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64 * 1_000_000_000)
-            .unwrap_or(0);
-        ctx.insert(
-            "now".into(),
-            Value::String(evaluator_core::time::format_timestamp(nanos)),
-        );
     }
+    manifest.fill_now(ctx, now_rfc3339);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flagforge_kafka::Served;
-use flagforge_protocol::{value::context_from_json, Context, Resolution, Value};
+use flagforge_protocol::{value::context_from_json, Context, Resolution};
 use serde_json::{json, Value as JsonValue};
 use sha2::{Digest, Sha256};
 
@@ -69,23 +69,14 @@ fn context_of(body: &Bytes, key: Option<&str>) -> Result<Context, Box<Response>>
 }
 
 fn with_now(served: &Served, ctx: &Context) -> Context {
-    let declared = served
-        .module
-        .manifest()
-        .context
-        .iter()
-        .any(|a| a.name == "now" && a.ty == "timestamp");
     let mut ctx = ctx.clone();
-    if declared && !ctx.contains_key("now") {
+    served.module.manifest().fill_now(&mut ctx, || {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
-        ctx.insert(
-            "now".into(),
-            Value::String(flagforge_protocol::time::format_timestamp(nanos)),
-        );
-    }
+        flagforge_protocol::time::format_timestamp(nanos)
+    });
     ctx
 }
 
@@ -103,9 +94,21 @@ fn ofrep_success(r: &Resolution, ruleset: &str, served: &Served) -> JsonValue {
     body
 }
 
-/// The served rulesets in lookup order: the configured ones first, then any others by name.
-fn lookup_order(state: &AppState) -> Vec<(String, Arc<Served>)> {
+/// The served rulesets in lookup order (the configured ones first, then any others by name),
+/// or the `503` answered while nothing is loaded.
+fn lookup_order(
+    state: &AppState,
+    key: Option<&str>,
+) -> Result<Vec<(String, Arc<Served>)>, Box<Response>> {
     let mut all = state.registry.all();
+    if all.is_empty() {
+        return Err(Box::new(failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            key,
+            "PROVIDER_NOT_READY",
+            "no ruleset is loaded yet",
+        )));
+    }
     all.sort_by_key(|(name, _)| {
         state
             .rulesets
@@ -113,7 +116,7 @@ fn lookup_order(state: &AppState) -> Vec<(String, Arc<Served>)> {
             .position(|r| r == name)
             .unwrap_or(usize::MAX)
     });
-    all
+    Ok(all)
 }
 
 async fn evaluate_one(State(state): Shared, Path(key): Path<String>, body: Bytes) -> Response {
@@ -121,15 +124,10 @@ async fn evaluate_one(State(state): Shared, Path(key): Path<String>, body: Bytes
         Ok(c) => c,
         Err(resp) => return *resp,
     };
-    let served = lookup_order(&state);
-    if served.is_empty() {
-        return failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(&key),
-            "PROVIDER_NOT_READY",
-            "no ruleset is loaded yet",
-        );
-    }
+    let served = match lookup_order(&state, Some(&key)) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
     let Some((ruleset, module)) = served
         .into_iter()
         .find(|(_, s)| s.module.manifest().flag(&key).is_some())
@@ -152,15 +150,10 @@ async fn evaluate_bulk(State(state): Shared, headers: HeaderMap, body: Bytes) ->
         Ok(c) => c,
         Err(resp) => return *resp,
     };
-    let served = lookup_order(&state);
-    if served.is_empty() {
-        return failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            "PROVIDER_NOT_READY",
-            "no ruleset is loaded yet",
-        );
-    }
+    let served = match lookup_order(&state, None) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
     let mut flags = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for (ruleset, module) in &served {

@@ -219,6 +219,18 @@ impl Manifest {
             .min_by_key(|p| p.max_staleness_ms())
     }
 
+    /// Adds `now` to a context when the schema declares `now: timestamp` and the context has
+    /// none: hosts supply the time (modules read no clock). `now` is only called when needed.
+    pub fn fill_now(&self, ctx: &mut crate::Context, now: impl FnOnce() -> String) {
+        let declared = self
+            .context
+            .iter()
+            .any(|a| a.name == "now" && a.ty == "timestamp");
+        if declared && !ctx.contains_key("now") {
+            ctx.insert("now".into(), Value::String(now()));
+        }
+    }
+
     /// Looks a flag up by key.
     #[must_use]
     pub fn flag(&self, key: &str) -> Option<&FlagInfo> {
