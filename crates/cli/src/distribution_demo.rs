@@ -133,6 +133,8 @@ pub fn run(examples: &Path, brokers: Option<&str>) -> Result<()> {
         drop(subscribers);
         Ok::<_, anyhow::Error>(())
     })?;
+    // Stop every client (their tasks live on the runtime) before the cluster goes away.
+    drop(runtime);
     drop(mock);
     Ok(())
 }

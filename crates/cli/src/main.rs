@@ -16,6 +16,8 @@ fn main() -> ExitCode {
             default_hook(info);
         }
     }));
+    // Warnings (rejected envelopes and snapshots) go to stderr; RUST_LOG overrides the level.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = flagforge_cli::Cli::parse();
     match flagforge_cli::run(cli) {
         Ok(code) => code,

@@ -86,13 +86,8 @@ pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
     let host = Host::new(Limits::default()).map_err(setup)?;
     let snapshots = SnapshotDir::open(&config.snapshot_dir).map_err(setup)?;
     let registry = Arc::new(Registry::new(host, config.trusted.clone(), Some(snapshots)));
-    let refused = registry.load_snapshots().map_err(setup)?;
-    for (path, reason) in refused {
-        eprintln!(
-            "flagforge host: ignoring snapshot {}: {reason}",
-            path.display()
-        );
-    }
+    // Refused snapshot files are counted and logged by the registry, never loaded.
+    registry.load_snapshots().map_err(setup)?;
     let subscriber = match &config.kafka {
         Some(kafka) => Some(Subscriber::start(kafka, Arc::clone(&registry)).map_err(setup)?),
         None => None,

@@ -3,10 +3,7 @@
 //! consumer group: every host needs every ruleset) and feeds a [`Registry`], which verifies,
 //! orders, compiles off the request path and swaps modules atomically, persisting the last good
 //! envelope per ruleset to the snapshot directory.
-//!
-//! Status: the publish → subscribe → hot swap path, rejection counting and snapshot start are
-//! built and tested against a real broker; the host daemon (HTTP, metrics, propagation
-//! classes) is not built yet.
+//! Rejections are counted by reason and logged (via `log`) once per distinct message.
 
 mod publish;
 mod registry;

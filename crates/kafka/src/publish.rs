@@ -1,9 +1,12 @@
 //! Publishing a module: create the compacted topic if missing, find the ruleset's latest
 //! version on the topic, sign the next one and produce it keyed by ruleset.
 
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use flagforge_distribution::{Draft, Envelope, KeyPair};
+use flagforge_distribution::{decide, Decision, Draft, Envelope, KeyPair};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -31,6 +34,164 @@ pub struct Published {
 pub struct Publisher {
     config: KafkaConfig,
     producer: FutureProducer,
+    topic_ready: AtomicBool,
+    view: Mutex<TopicView>,
+}
+
+fn poisoned() -> KafkaError {
+    KafkaError::Client("the publisher's topic view lock is poisoned".into())
+}
+
+/// The partitions of the modules topic, or `None` if it does not exist (yet).
+fn partitions(consumer: &BaseConsumer) -> Result<Option<Vec<i32>>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(MODULES_TOPIC), Duration::from_secs(10))?;
+    let ids: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    Ok((!ids.is_empty()).then_some(ids))
+}
+
+/// What the publisher has read of the modules topic: the newest envelope per ruleset and how
+/// far each partition has been read. One long-lived consumer, so a publish costs a watermark
+/// round trip and the new records, not a fresh client and a full re-read.
+#[derive(Default)]
+struct TopicView {
+    consumer: Option<BaseConsumer>,
+    /// Next offset to read, per assigned partition.
+    next: BTreeMap<i32, i64>,
+    /// The topic's partitions and when they were last listed (refreshed every 30 s: the modules
+    /// topic almost never changes shape, and a metadata round trip per publish adds latency).
+    listed: Option<(Instant, Vec<i32>)>,
+    best: HashMap<String, Envelope>,
+}
+
+impl TopicView {
+    fn consumer(&mut self, config: &KafkaConfig) -> Result<&BaseConsumer, KafkaError> {
+        if self.consumer.is_none() {
+            self.consumer = Some(
+                config
+                    .client(&[
+                        ("group.id", "flagforge-publisher"),
+                        ("enable.auto.commit", "false"),
+                        ("auto.offset.reset", "earliest"),
+                        ("fetch.wait.max.ms", "10"),
+                        ("max.partition.fetch.bytes", "2000000"),
+                    ])
+                    .create()?,
+            );
+        }
+        self.consumer
+            .as_ref()
+            .ok_or_else(|| KafkaError::Client("no consumer".into()))
+    }
+
+    fn catch_up(&mut self, config: &KafkaConfig) -> Result<(), KafkaError> {
+        self.consumer(config)?;
+        let Some(consumer) = &self.consumer else {
+            return Ok(());
+        };
+        // Where the log ends now; retried for a while, as right after a broker restart the
+        // first requests fail while librdkafka reconnects.
+        let listed = self
+            .listed
+            .take()
+            .filter(|(at, ids)| !ids.is_empty() && at.elapsed() < Duration::from_secs(30));
+        let ends = |consumer: &BaseConsumer| -> Result<(Vec<i32>, BTreeMap<i32, i64>), KafkaError> {
+            let ids = match &listed {
+                Some((_, ids)) => ids.clone(),
+                None => partitions(consumer)?.unwrap_or_default(),
+            };
+            let mut high = BTreeMap::new();
+            for &p in &ids {
+                let (_, h) =
+                    consumer.fetch_watermarks(MODULES_TOPIC, p, Duration::from_secs(10))?;
+                high.insert(p, h);
+            }
+            Ok((ids, high))
+        };
+        let retry_until = Instant::now() + Duration::from_secs(10);
+        let (ids, high) = loop {
+            match ends(consumer) {
+                Ok(r) => break r,
+                Err(e) if Instant::now() > retry_until => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let listed_at = listed.map_or_else(Instant::now, |(at, _)| at);
+        self.listed = Some((listed_at, ids.clone()));
+        // The log went backwards (a broker that lost its data): start over.
+        if self
+            .next
+            .iter()
+            .any(|(p, n)| high.get(p).is_some_and(|h| h < n))
+        {
+            *self = TopicView::default();
+            return self.catch_up(config);
+        }
+        if ids.iter().any(|p| !self.next.contains_key(p)) {
+            let mut tpl = TopicPartitionList::new();
+            for &p in &ids {
+                let at = self
+                    .next
+                    .get(&p)
+                    .map_or(Offset::Beginning, |n| Offset::Offset(*n));
+                tpl.add_partition_offset(MODULES_TOPIC, p, at)?;
+                self.next.entry(p).or_insert(0);
+            }
+            consumer.assign(&tpl)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last_error = None;
+        loop {
+            let behind = ids.iter().any(|p| self.next[p] < high[p]);
+            if !behind {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(KafkaError::Client(match last_error {
+                    Some(e) => format!("timed out reading the modules topic: {e}"),
+                    None => "timed out reading the modules topic".into(),
+                }));
+            }
+            match consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(msg)) => {
+                    self.next.insert(msg.partition(), msg.offset() + 1);
+                    // Anything undecodable is a poison message; hosts reject it too.
+                    let Some(env) = msg.payload().and_then(|p| Envelope::decode(p).ok()) else {
+                        continue;
+                    };
+                    if msg.key() != Some(env.ruleset.as_bytes()) {
+                        continue;
+                    }
+                    let current = self
+                        .best
+                        .get(&env.ruleset)
+                        .map(|b| (b.version, b.sha256.as_str()));
+                    if decide(current, &env) == Decision::Accept {
+                        self.best.insert(env.ruleset.clone(), env);
+                    }
+                }
+                // Transport errors are reported here while librdkafka reconnects by itself
+                // (e.g. the broker restarted): keep reading until the deadline.
+                Some(Err(e)) => last_error = Some(e),
+                None => {
+                    // Compaction leaves gaps in offsets: trust the fetch position too.
+                    if let Ok(pos) = consumer.position() {
+                        for e in pos.elements() {
+                            if let (Offset::Offset(n), Some(next)) =
+                                (e.offset(), self.next.get_mut(&e.partition()))
+                            {
+                                *next = (*next).max(n);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Publisher {
@@ -47,7 +208,12 @@ impl Publisher {
                 ("batch.num.messages", "1"),
             ])
             .create()?;
-        Ok(Publisher { config, producer })
+        Ok(Publisher {
+            config,
+            producer,
+            topic_ready: AtomicBool::new(false),
+            view: Mutex::new(TopicView::default()),
+        })
     }
 
     async fn produce(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), KafkaError> {
@@ -78,7 +244,8 @@ impl Publisher {
 
     /// Creates the compacted modules topic if it does not exist.
     pub async fn ensure_topic(&self) -> Result<(), KafkaError> {
-        if self.topic_exists()? {
+        if self.topic_ready.load(Ordering::Relaxed) || self.topic_exists()? {
+            self.topic_ready.store(true, Ordering::Relaxed);
             return Ok(());
         }
         let admin: AdminClient<DefaultClientContext> = self.config.client(&[]).create()?;
@@ -98,80 +265,25 @@ impl Publisher {
                 }
             }
         }
+        self.topic_ready.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     fn topic_exists(&self) -> Result<bool, KafkaError> {
-        tokio::task::block_in_place(|| self.topic_exists_blocking())
+        tokio::task::block_in_place(|| {
+            let mut view = self.view.lock().map_err(|_| poisoned())?;
+            let consumer = view.consumer(&self.config)?;
+            Ok(partitions(consumer)?.is_some())
+        })
     }
 
-    fn topic_exists_blocking(&self) -> Result<bool, KafkaError> {
-        let consumer: BaseConsumer = self
-            .config
-            .client(&[("group.id", "flagforge-publisher")])
-            .create()?;
-        let metadata = consumer.fetch_metadata(Some(MODULES_TOPIC), Duration::from_secs(10))?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .any(|t| t.error().is_none() && !t.partitions().is_empty()))
-    }
-
-    /// The newest envelope on the topic for `ruleset` (by the hosts' ordering rule), read from
-    /// the beginning of every partition to its end.
+    /// The newest envelope on the topic for `ruleset` (by the hosts' ordering rule). The first
+    /// call reads every partition from the beginning; later calls read only what was appended
+    /// since, up to the high watermark fetched now.
     pub fn latest(&self, ruleset: &str) -> Result<Option<Envelope>, KafkaError> {
-        let consumer: BaseConsumer = self
-            .config
-            .client(&[
-                ("group.id", "flagforge-publisher"),
-                ("enable.auto.commit", "false"),
-                ("enable.partition.eof", "true"),
-                ("max.partition.fetch.bytes", "2000000"),
-            ])
-            .create()?;
-        let metadata = consumer.fetch_metadata(Some(MODULES_TOPIC), Duration::from_secs(10))?;
-        let mut tpl = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                tpl.add_partition_offset(MODULES_TOPIC, p.id(), Offset::Beginning)?;
-            }
-        }
-        let mut open = tpl.count();
-        consumer.assign(&tpl)?;
-        let mut best: Option<Envelope> = None;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while open > 0 {
-            if std::time::Instant::now() > deadline {
-                return Err(KafkaError::Client(
-                    "timed out reading the modules topic".into(),
-                ));
-            }
-            match consumer.poll(Duration::from_millis(500)) {
-                None => {}
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(msg)) => {
-                    if msg.key() != Some(ruleset.as_bytes()) {
-                        continue;
-                    }
-                    // Anything undecodable is a poison message; hosts reject it too.
-                    let Some(env) = msg.payload().and_then(|p| Envelope::decode(p).ok()) else {
-                        continue;
-                    };
-                    let keep = match &best {
-                        None => true,
-                        Some(b) => {
-                            flagforge_distribution::decide(Some((b.version, &b.sha256)), &env)
-                                == flagforge_distribution::Decision::Accept
-                        }
-                    };
-                    if keep {
-                        best = Some(env);
-                    }
-                }
-            }
-        }
-        Ok(best)
+        let mut view = self.view.lock().map_err(|_| poisoned())?;
+        view.catch_up(&self.config)?;
+        Ok(view.best.get(ruleset).cloned())
     }
 
     /// (Needs a multi-threaded tokio runtime: the topic is read with blocking calls.)

@@ -2,13 +2,35 @@
 //! is served: decode, signature, ordering, compilation, manifest. Evaluations in flight keep
 //! the `Arc` of the module they started with; a swap only changes what the next one gets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use flagforge_distribution::{decide, Decision, Envelope, SnapshotDir, SnapshotError, TrustedKeys};
 use wasm_host::{Host, LoadedModule};
+
+/// Distinct rejections logged before logging stops (counting never stops).
+const MAX_LOGGED: usize = 1024;
+
+/// How a rejected envelope is named in the log.
+fn subject(env: &Envelope) -> String {
+    format!(
+        "{} v{} (sha256 {})",
+        env.ruleset,
+        env.version,
+        env.sha256.get(..12).unwrap_or(&env.sha256)
+    )
+}
+
+/// How an undecodable message is named in the log: its size and a fingerprint, so the same
+/// message is recognised when it is read again.
+fn message_subject(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    format!("a message of {} bytes ({:016x})", bytes.len(), h.finish())
+}
 
 /// Where the served module came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +82,7 @@ pub struct Registry {
     snapshots: Option<SnapshotDir>,
     served: RwLock<HashMap<String, Arc<Served>>>,
     rejected: Mutex<BTreeMap<String, u64>>,
+    logged: Mutex<HashSet<String>>,
     contact: Mutex<Option<(Instant, i64)>>,
 }
 
@@ -73,13 +96,24 @@ impl Registry {
             snapshots,
             served: RwLock::new(HashMap::new()),
             rejected: Mutex::new(BTreeMap::new()),
+            logged: Mutex::new(HashSet::new()),
             contact: Mutex::new(None),
         }
     }
 
-    fn count(&self, reason: &str) -> Offer {
+    /// Counts a rejection and logs it the first time this subject is rejected for this reason
+    /// (a host re-reading the topic after a restart sees the same poison again).
+    fn reject(&self, reason: &str, subject: &str, why: &dyn std::fmt::Display) -> Offer {
         if let Ok(mut r) = self.rejected.lock() {
             *r.entry(reason.to_owned()).or_default() += 1;
+        }
+        if let Ok(mut logged) = self.logged.lock() {
+            if logged.len() < MAX_LOGGED && logged.insert(format!("{reason}\0{subject}")) {
+                log::warn!("rejected {subject}: {why} [{reason}]");
+                if logged.len() == MAX_LOGGED {
+                    log::warn!("{MAX_LOGGED} distinct rejections logged; further ones are only counted (see /metrics)");
+                }
+            }
         }
         Offer::Rejected(reason.to_owned())
     }
@@ -94,8 +128,12 @@ impl Registry {
         for env in load.envelopes {
             self.install(env, Source::Snapshot);
         }
-        for _ in &load.rejected {
-            self.count("snapshot_rejected");
+        for (path, why) in &load.rejected {
+            self.reject(
+                "snapshot_rejected",
+                &format!("snapshot {}", path.display()),
+                why,
+            );
         }
         Ok(load.rejected)
     }
@@ -116,12 +154,12 @@ impl Registry {
             let env = match Envelope::decode(bytes) {
                 Ok(e) => e,
                 Err(e) => {
-                    outcomes.push(self.count(e.kind()));
+                    outcomes.push(self.reject(e.kind(), &message_subject(bytes), &e));
                     continue;
                 }
             };
             if let Err(e) = env.verify(&self.trusted) {
-                outcomes.push(self.count(e.kind()));
+                outcomes.push(self.reject(e.kind(), &subject(&env), &e));
                 continue;
             }
             by_ruleset.entry(env.ruleset.clone()).or_default().push(env);
@@ -151,15 +189,18 @@ impl Registry {
         // Compile off the request path: evaluations keep using the current module meanwhile.
         let module = match self.host.load(&env.module) {
             Ok(m) => m,
-            Err(e) => return self.count(&format!("invalid_module_{}", e.kind())),
+            Err(e) => {
+                return self.reject(&format!("invalid_module_{}", e.kind()), &subject(&env), &e)
+            }
         };
         if module.manifest().ruleset != env.ruleset {
-            return self.count("ruleset_mismatch");
+            let why = format!("the module holds ruleset `{}`", module.manifest().ruleset);
+            return self.reject("ruleset_mismatch", &subject(&env), &why);
         }
         if source == Source::Kafka {
             if let Some(dir) = &self.snapshots {
-                if dir.store(&env).is_err() {
-                    self.count("snapshot_write_failed");
+                if let Err(e) = dir.store(&env) {
+                    self.reject("snapshot_write_failed", &subject(&env), &e);
                 }
             }
         }
@@ -173,7 +214,7 @@ impl Registry {
             bytes: Arc::new(env.module.clone()),
         });
         let Ok(mut map) = self.served.write() else {
-            return self.count("internal");
+            return self.reject("internal", &subject(&env), &"the registry lock is poisoned");
         };
         // Decide again under the lock: nothing older may replace what another offer installed.
         let current = map.get(&env.ruleset).map(|s| (s.version, s.sha256.clone()));
@@ -188,7 +229,7 @@ impl Registry {
             Decision::Duplicate => Offer::Duplicate,
             Decision::Reject(r) => {
                 drop(map);
-                self.count(r.kind())
+                self.reject(r.kind(), &subject(&env), &r)
             }
         }
     }
@@ -199,7 +240,7 @@ impl Registry {
         match decide(Some((current.version, &current.sha256)), env) {
             Decision::Accept => None,
             Decision::Duplicate => Some(Offer::Duplicate),
-            Decision::Reject(r) => Some(self.count(r.kind())),
+            Decision::Reject(r) => Some(self.reject(r.kind(), &subject(env), &r)),
         }
     }
 
@@ -251,5 +292,27 @@ impl Registry {
     #[must_use]
     pub fn rejected(&self) -> BTreeMap<String, u64> {
         self.rejected.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_host::Limits;
+
+    #[test]
+    fn the_same_poison_is_counted_every_time_but_logged_once() {
+        let key = flagforge_distribution::KeyPair::generate().unwrap();
+        let registry = Registry::new(
+            Host::new(Limits::default()).unwrap(),
+            TrustedKeys::new([key.public()]),
+            None,
+        );
+        for _ in 0..3 {
+            registry.offer(b"not an envelope");
+        }
+        registry.offer(b"another bad message");
+        assert_eq!(registry.rejected().get("garbage"), Some(&4));
+        assert_eq!(registry.logged.lock().unwrap().len(), 2);
     }
 }

@@ -68,8 +68,9 @@ impl Subscriber {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             loop {
-                // Wait for one message, then take whatever else is already here, so a burst of
-                // versions costs one compilation per ruleset, not one per version.
+                // Wait for one message, then take whatever else is already queued (a zero
+                // timeout still polls once), so a burst of versions costs one compilation per
+                // ruleset, not one per version.
                 let mut batch: Vec<Vec<u8>> = Vec::new();
                 match consumer.recv().await {
                     Ok(msg) => batch.push(msg.payload().map(<[u8]>::to_vec).unwrap_or_default()),
@@ -79,7 +80,7 @@ impl Subscriber {
                     }
                 }
                 while batch.len() < MAX_BATCH {
-                    match tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await {
+                    match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
                         Ok(Ok(msg)) => {
                             batch.push(msg.payload().map(<[u8]>::to_vec).unwrap_or_default())
                         }

@@ -1,7 +1,9 @@
 //! Against a real Kafka-protocol broker (tansu, started by this test on a free loopback port):
 //! publish → the subscribed registry serves it → publish a new version → hot swap; poison
 //! messages are rejected and counted while the last good module keeps serving; with the
-//! broker gone, a fresh registry serves from the snapshot directory.
+//! broker gone, a fresh registry serves from the snapshot directory. On the durable (sqlite)
+//! engine: hosts resume after broker restarts without losing or regressing a version, and
+//! racing publishers leave every host (early and late) on the same module.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,19 +171,14 @@ async fn publish_propagate_swap_reject_poison_and_restart_from_snapshot() {
     assert_eq!(fraud_engine_in_france(&restarted), "engine_v2");
 }
 
-/// Ignored: on tansu's memory engine, after two producers write concurrently, consumers that
-/// are already caught up receive the new records only 10-20 s later (observed 2026-11-25; the
-/// engine's high watermarks are known to go wrong). The hosts do converge on the ordering rule,
-/// but the timing makes this test flaky. Run it with `--ignored`; it should move to the
-/// durable (sqlite) engine. The rule itself is covered by `a_batch_installs_only_its_newest_
-/// envelope` here and the unit tests of `flagforge-distribution`'s ordering.
-#[ignore = "tansu memory engine delays records after concurrent producers; see the doc comment"]
+/// On the durable engine: tansu's memory engine delivers records to caught-up consumers 10-20 s
+/// late after concurrent producers (observed 2026-11-25), which made this test flaky there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_publishers_leave_every_host_on_the_same_version() {
     fn now() -> String {
         "2026-11-25T10:00:00Z".to_owned()
     }
-    let broker = Broker::start();
+    let broker = Broker::start_durable();
     let config = KafkaConfig::new(broker.addr.clone());
     let key = KeyPair::generate().unwrap();
     let trusted = TrustedKeys::new([key.public()]);
@@ -259,6 +256,121 @@ async fn racing_publishers_leave_every_host_on_the_same_version() {
         "racing publishers: {lost} lost race(s) in 3 rounds; converged on v{}",
         target.version
     );
+}
+
+/// Watches registries and fails if any ever serves an older version than it served before.
+fn watch_versions(
+    hosts: &[Arc<Registry>],
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Vec<Vec<u64>>>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (hosts, flag) = (hosts.to_vec(), Arc::clone(&stop));
+    let watcher = std::thread::spawn(move || {
+        let mut seen: Vec<Vec<u64>> = vec![Vec::new(); hosts.len()];
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            for (h, versions) in hosts.iter().zip(seen.iter_mut()) {
+                let v = h.get("checkout").map_or(0, |s| s.version);
+                if versions.last() != Some(&v) {
+                    versions.push(v);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen
+    });
+    (stop, watcher)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_resume_after_a_broker_restart_without_losing_or_regressing_a_version() {
+    let now = || "2026-11-25T10:00:00Z".to_owned();
+    let mut broker = Broker::start_durable();
+    let config = KafkaConfig::new(broker.addr.clone());
+    let key = KeyPair::generate().unwrap();
+    let trusted = TrustedKeys::new([key.public()]);
+    let publisher = Publisher::new(config.clone()).unwrap();
+    publisher
+        .publish("checkout", checkout_module(false), &key, now(), None, None)
+        .await
+        .unwrap();
+    let hosts: Vec<Arc<Registry>> = (0..3)
+        .map(|_| {
+            Arc::new(Registry::new(
+                Host::new(Limits::default()).unwrap(),
+                trusted.clone(),
+                None,
+            ))
+        })
+        .collect();
+    let _subs: Vec<Subscriber> = hosts
+        .iter()
+        .map(|r| Subscriber::start(&config, Arc::clone(r)).unwrap())
+        .collect();
+    wait_until("every host serves v1", || {
+        hosts
+            .iter()
+            .all(|r| r.get("checkout").is_some_and(|s| s.version == 1))
+    })
+    .await;
+    let (stop, watcher) = watch_versions(&hosts);
+
+    // The broker dies (SIGKILL); the hosts keep answering with what they have.
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for h in &hosts {
+        assert_eq!(fraud_engine_in_france(h), "engine_v3");
+    }
+
+    // It comes back with its data: the publisher sees v1 (nothing lost) and publishes v2,
+    // which every host picks up on the connections librdkafka re-establishes by itself.
+    broker.resume();
+    let p2 = publisher
+        .publish("checkout", checkout_module(true), &key, now(), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (p2.version, p2.unchanged),
+        (2, false),
+        "v1 survived the restart"
+    );
+    wait_until("every host serves v2 after the restart", || {
+        hosts
+            .iter()
+            .all(|r| r.get("checkout").is_some_and(|s| s.version == 2))
+    })
+    .await;
+    for h in &hosts {
+        assert_eq!(fraud_engine_in_france(h), "engine_v2");
+    }
+
+    // Another restart with nothing new: hosts re-read nothing older, and a host starting now
+    // reads the persisted log and lands on v2 too.
+    broker.restart();
+    let late = Arc::new(Registry::new(
+        Host::new(Limits::default()).unwrap(),
+        trusted.clone(),
+        None,
+    ));
+    let _late_sub = Subscriber::start(&config, Arc::clone(&late)).unwrap();
+    wait_until("a host started after the restarts serves v2", || {
+        late.get("checkout").is_some_and(|s| s.version == 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    for (i, versions) in seen.iter().enumerate() {
+        assert_eq!(
+            versions,
+            &[1, 2],
+            "host {i} served versions {versions:?} in that order"
+        );
+    }
+    for h in &hosts {
+        assert_eq!(h.rejected().get("stale"), None, "{:?}", h.rejected());
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Test support shared by the integration tests that need real components: a tansu broker
-//! (installed into `.tools/bin` by `scripts/setup.sh`) started on a free loopback port and
-//! stopped on drop, and variants of the checkout example module.
+//! (installed into `.tools/bin` by `scripts/setup.sh`; memory or durable sqlite engine) on a
+//! free loopback port, restartable and stopped on drop; and variants of the checkout module.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -9,29 +9,34 @@ use std::time::{Duration, Instant};
 
 use flagforge_compiler::{compile_sources, SourceFile};
 
-/// A running tansu broker (memory storage engine); killed when dropped.
+/// A running tansu broker; killed when dropped. [`Broker::start`] uses the memory engine (fast
+/// to start, loses everything on restart); [`Broker::start_durable`] the sqlite engine, whose
+/// data survives [`Broker::restart`].
 pub struct Broker {
-    child: Child,
+    child: Option<Child>,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    binary: PathBuf,
+    engine: String,
+    // The sqlite database lives here (the engine's path is relative to the working directory).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
-fn tansu() -> PathBuf {
-    let path = std::env::var_os("FLAGFORGE_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/tansu")
-        });
+fn tool(env: &str, name: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.tools/bin")
+            .join(name)
+    });
     assert!(
         path.exists(),
-        "tansu not found at {}: run scripts/setup.sh",
+        "{name} not found at {}: run scripts/setup.sh --with-durable-broker",
         path.display()
     );
     path
@@ -47,31 +52,83 @@ pub fn free_port() -> u16 {
 }
 
 impl Broker {
-    /// Starts a broker and waits until it accepts connections.
+    /// Starts a broker on the memory engine and waits until it accepts connections.
     #[must_use]
     pub fn start() -> Broker {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let url = format!("tcp://{addr}");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        Broker::launch(tool("FLAGFORGE_TANSU", "tansu"), "memory://tansu/", None)
+    }
+
+    /// Starts a broker on the durable sqlite engine, in a fresh temporary directory.
+    #[must_use]
+    pub fn start_durable() -> Broker {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        Broker::launch(
+            tool("FLAGFORGE_TANSU_SQLITE", "tansu-sqlite"),
+            "sqlite://tansu.db",
+            Some(dir),
+        )
+    }
+
+    fn launch(binary: PathBuf, engine: &str, dir: Option<tempfile::TempDir>) -> Broker {
+        let mut broker = Broker {
+            child: None,
+            addr: format!("127.0.0.1:{}", free_port()),
+            binary,
+            engine: engine.to_owned(),
+            dir,
+        };
+        broker.resume();
+        broker
+    }
+
+    /// Whether the broker process is running.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the broker process (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same address (and, for the durable engine, the same
+    /// data); waits until it accepts connections.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "the broker is already running");
+        let url = format!("tcp://{}", self.addr);
+        let mut cmd = Command::new(&self.binary);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", &self.engine])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir.path());
+        }
+        let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tansu: {e}"));
-        let broker = Broker { child, addr };
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&broker.addr).is_err() {
+        while TcpStream::connect(&self.addr).is_err() {
             assert!(Instant::now() < deadline, "tansu did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        broker
+    }
+
+    /// Stops and starts the broker.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.resume();
     }
 }
 
