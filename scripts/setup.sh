@@ -58,8 +58,8 @@ fi
 
 # The durable (sqlite) tansu, for the tests that restart the broker: only built from source
 # (~10 min on 2 cores, once per machine: it is kept in ~/.cache/flagforge and linked into
-# .tools/bin). Only the test suite needs it (`setup.sh --with-durable-broker`).
-if [ "${1:-}" = --with-durable-broker ] && [ ! -x "$tools/bin/tansu-sqlite" ]; then
+# .tools/bin). Only the test suite needs it (`setup.sh --for-tests`).
+if [ "${1:-}" = --for-tests ] && [ ! -x "$tools/bin/tansu-sqlite" ]; then
   cache="${FLAGFORGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flagforge}/tansu-0.6.0-sqlite"
   if [ ! -x "$cache/bin/tansu" ]; then
     log "building tansu 0.6.0 with the sqlite engine into $cache (about 10 minutes, once)"
@@ -68,6 +68,13 @@ if [ "${1:-}" = --with-durable-broker ] && [ ! -x "$tools/bin/tansu-sqlite" ]; t
     rm -rf "$cache.build"
   fi
   ln -sf "$cache/bin/tansu" "$tools/bin/tansu-sqlite"
+fi
+
+# Debian's Chromium for the browser identity tests (driven by playwright-core from npm, which
+# bindings/tests installs from its lock file).
+if [ "${1:-}" = --for-tests ]; then
+  command -v chromium >/dev/null || apt_install chromium
+  command -v node >/dev/null || apt_install nodejs npm
 fi
 
 log "ready: $(rustc --version), $(wasm-opt --version), $("$tools/bin/tansu" --version)"

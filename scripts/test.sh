@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: setup, formatting, lints, every Rust test (in
 # release mode, sharing the build with the CLI), then the rule test cases of every example
-# ruleset and of the shared corpus through the real `flagforge` binary.
+# ruleset and of the shared corpus through the real `flagforge` binary; the JS bindings' corpus
+# run in Node and headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --with-durable-broker
+scripts/setup.sh --for-tests
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -13,6 +14,7 @@ cargo fmt --all --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked -p flagforge-bindings --target wasm32-unknown-unknown -- -D warnings
 
 step "cargo build --release"
 cargo build --release --locked -p flagforge-cli
@@ -20,6 +22,9 @@ cargo build --release --locked -p flagforge-cli
 step "cargo test --release --workspace"
 cargo test --release --locked --workspace --all-targets
 cargo test --release --locked --workspace --doc
+
+step "JS bindings: the corpus in Node and headless Chromium"
+scripts/test-bindings.sh
 
 # Every ruleset directory (one holding *.yaml rule files) of the examples, then the corpus.
 for dir in rules-examples/*/ corpus/; do

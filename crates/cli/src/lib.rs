@@ -433,14 +433,31 @@ pub fn eval(
     let mut ctx = parse_context(context)?;
     with_now(module.manifest(), &mut ctx, now)?;
     Ok(match flag {
-        Some(key) => serde_json::to_value(module.evaluate(key, &ctx, explain))?,
+        Some(key) => result_json(&module.evaluate(key, &ctx, explain))?,
         None => {
             let all = module.evaluate_all(&ctx, explain);
             Json::Object(
-                all.into_iter()
-                    .map(|r| Ok((r.key.clone(), serde_json::to_value(r)?)))
+                all.iter()
+                    .map(|r| Ok((r.key.clone(), result_json(r)?)))
                     .collect::<Result<_>>()?,
             )
         }
     })
+}
+
+/// A result as users see it in JSON: OpenFeature's camelCase (`errorCode`, `errorMessage`),
+/// the same shape the JavaScript bindings return and OFREP uses.
+pub fn result_json(r: &flagforge_protocol::Resolution) -> Result<Json> {
+    let mut v = serde_json::to_value(r)?;
+    if let Json::Object(map) = &mut v {
+        for (from, to) in [
+            ("error_code", "errorCode"),
+            ("error_message", "errorMessage"),
+        ] {
+            if let Some(x) = map.remove(from) {
+                map.insert(to.to_owned(), x);
+            }
+        }
+    }
+    Ok(v)
 }

@@ -65,6 +65,23 @@ pub enum ErrorCode {
     General,
 }
 
+impl ErrorCode {
+    /// The OpenFeature spelling (`FLAG_NOT_FOUND`), as on the wire.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ProviderNotReady => "PROVIDER_NOT_READY",
+            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
+            ErrorCode::ParseError => "PARSE_ERROR",
+            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
+            ErrorCode::TargetingKeyMissing => "TARGETING_KEY_MISSING",
+            ErrorCode::InvalidContext => "INVALID_CONTEXT",
+            ErrorCode::ProviderFatal => "PROVIDER_FATAL",
+            ErrorCode::General => "GENERAL",
+        }
+    }
+}
+
 /// The answer for one flag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resolution {

@@ -381,3 +381,29 @@ mod tests {
         assert!(err.to_string().contains("must be a map"), "{err}");
     }
 }
+
+#[cfg(all(test, feature = "json"))]
+mod json_tests {
+    use super::*;
+
+    /// serde_json without `float_roundtrip` parsed `-1.5e-300` to a neighbouring double, so a
+    /// Rust host and JavaScript (`JSON.parse` rounds correctly) encoded the same JSON context to
+    /// different bytes. Found by the bindings' encoding corpus.
+    #[test]
+    fn json_floats_parse_to_the_correctly_rounded_double_like_javascript() {
+        for text in [
+            "-1.5e-300",
+            "0.1",
+            "2.2250738585072011e-308",
+            "1.7976931348623157e308",
+        ] {
+            let json: serde_json::Value = serde_json::from_str(text).unwrap();
+            let expected: f64 = text.parse().unwrap();
+            assert_eq!(
+                Value::from_json(&json).unwrap(),
+                Value::number(expected).unwrap(),
+                "{text}"
+            );
+        }
+    }
+}

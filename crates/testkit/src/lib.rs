@@ -36,7 +36,7 @@ fn tool(env: &str, name: &str) -> PathBuf {
     });
     assert!(
         path.exists(),
-        "{name} not found at {}: run scripts/setup.sh --with-durable-broker",
+        "{name} not found at {}: run scripts/setup.sh --for-tests",
         path.display()
     );
     path

@@ -95,7 +95,7 @@ fn eval_answers_in_the_documented_json() {
     assert_eq!(v["value"], "NEW_PRIMARY");
     assert_eq!(v["variant"], "NEW_PRIMARY");
     assert_eq!(v["reason"], "TARGETING_MATCH");
-    assert!(v.get("error_code").is_none());
+    assert!(v.get("errorCode").is_none());
 
     // Every flag: an object keyed by flag key.
     let all = flagforge(&[
@@ -126,7 +126,7 @@ fn eval_with_a_wrong_typed_context_gives_reason_error() {
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["reason"], "ERROR");
-    assert_eq!(v["error_code"], "TYPE_MISMATCH");
+    assert_eq!(v["errorCode"], "TYPE_MISMATCH");
     assert_eq!(v["variant"], "engine_v2", "the kill switch fails safe");
 }
 

@@ -84,3 +84,39 @@ fn example_results_match_the_golden_bytes() {
         check(name, &rules_examples::dir(name));
     }
 }
+
+/// The canonical context bytes of `corpus/encoding/contexts.json` (tricky numbers, unicode,
+/// key order, nesting, null), from the Rust encoder every Rust host uses: the target for the
+/// JavaScript bindings' encoder (bindings/tests).
+#[test]
+fn context_encodings_match_the_golden_bytes() {
+    let source: Json = serde_json::from_str(
+        &std::fs::read_to_string(rules_examples::corpus().join("encoding/contexts.json")).unwrap(),
+    )
+    .unwrap();
+    let rows: Vec<Json> = source["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let ctx = flagforge_protocol::value::context_from_json(&c["context"]).unwrap();
+            let bytes = flagforge_protocol::value::encode_context(&ctx).unwrap();
+            json!({ "name": c["name"], "context": c["context"], "bytes": hex(&bytes) })
+        })
+        .collect();
+    let actual = json!({ "contexts": rows });
+    let file = golden_dir().join("encoding.json");
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&file, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
+        return;
+    }
+    let expected: Json = serde_json::from_str(
+        &std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}; run with BLESS=1 to create it", file.display())),
+    )
+    .unwrap();
+    assert_eq!(
+        expected, actual,
+        "context encodings changed; review and BLESS=1"
+    );
+}

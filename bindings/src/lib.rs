@@ -1,0 +1,566 @@
+//! flagforge for JavaScript and TypeScript (browsers and Node), through wasm-bindgen.
+//!
+//! [`FlagEngine`] runs a **published module's own bytes** with the JavaScript engine's
+//! WebAssembly: this crate holds no evaluator. It does what every host does — validate the
+//! module, encode the context canonically (the `flagforge-protocol` code the Rust hosts use),
+//! call the module ABI (ABI.md), decode results — so the same module and context give the same
+//! result bytes here as in wasmtime and natively. Bad input never throws: it becomes a result
+//! with reason `ERROR` (the flag's `on_error` variant), as in `wasm-host`.
+//!
+//! What a browser cannot give: a fuel budget (JavaScript engines have no instruction metering),
+//! so a module is trusted to terminate; hosts verify signatures before serving modules, and the
+//! browser loads them only from a host.
+
+mod context;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use flagforge_protocol::abi;
+use flagforge_protocol::limits::{MAX_CONTEXT_BYTES, MAX_MODULE_BYTES};
+use flagforge_protocol::value::encode_context;
+use flagforge_protocol::{decode, ErrorCode, Manifest, Resolution, Value};
+use js_sys::{Array, Function, Reflect, Uint8Array, WebAssembly};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+pub use context::{to_context, ContextError};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = r#"
+/** A flag's answer; the shape of OpenFeature's resolution details. */
+export interface FlagResult {
+  key: string;
+  value: unknown;
+  variant?: string;
+  reason: "STATIC" | "DEFAULT" | "TARGETING_MATCH" | "SPLIT" | "DISABLED" | "CACHED" | "STALE" | "ERROR";
+  errorCode?: "PROVIDER_NOT_READY" | "FLAG_NOT_FOUND" | "PARSE_ERROR" | "TYPE_MISMATCH" | "TARGETING_KEY_MISSING" | "INVALID_CONTEXT" | "PROVIDER_FATAL" | "GENERAL";
+  errorMessage?: string;
+  explain?: { rule?: string; steps: { check: string; source?: string; outcome: string }[] };
+}
+/** An evaluation context: attribute name to JSON-like value (BigInt allowed for integers). */
+export type EvaluationContext = Record<string, unknown>;
+"#;
+
+fn load_error(code: &'static str, message: impl Into<String>) -> JsValue {
+    let e = js_sys::Error::new(&message.into());
+    e.set_name("FlagEngineLoadError");
+    let _ = Reflect::set(&e, &"code".into(), &code.into());
+    e.into()
+}
+
+fn serializer() -> serde_wasm_bindgen::Serializer {
+    serde_wasm_bindgen::Serializer::new()
+        .serialize_maps_as_objects(true)
+        .serialize_missing_as_null(true)
+}
+
+/// A value as JavaScript sees it: integers within ±2^53 as numbers, larger ones as `BigInt`
+/// (so nothing is silently rounded), maps as plain objects.
+fn value_to_js(v: &Value) -> JsValue {
+    match v {
+        Value::Null => JsValue::NULL,
+        Value::Bool(b) => JsValue::from_bool(*b),
+        Value::Int(i) if i.unsigned_abs() <= 1 << 53 => JsValue::from_f64(*i as f64),
+        Value::Int(i) => js_sys::BigInt::from(*i).into(),
+        Value::Float(f) => JsValue::from_f64(*f),
+        Value::String(s) => JsValue::from_str(s),
+        Value::List(items) => items.iter().map(value_to_js).collect::<Array>().into(),
+        Value::Map(m) => {
+            let o = js_sys::Object::new();
+            for (k, v) in m {
+                let _ = Reflect::set(&o, &JsValue::from_str(k), &value_to_js(v));
+            }
+            o.into()
+        }
+    }
+}
+
+/// A result in the shape of OpenFeature's resolution details (camelCase).
+fn to_js(r: &Resolution) -> JsValue {
+    let o = js_sys::Object::new();
+    let set = |k: &str, v: JsValue| {
+        let _ = Reflect::set(&o, &JsValue::from_str(k), &v);
+    };
+    set("key", JsValue::from_str(&r.key));
+    set("value", value_to_js(&r.value));
+    if let Some(v) = &r.variant {
+        set("variant", JsValue::from_str(v));
+    }
+    set("reason", JsValue::from_str(r.reason.as_str()));
+    if let Some(c) = r.error_code {
+        set("errorCode", JsValue::from_str(c.as_str()));
+    }
+    if let Some(m) = &r.error_message {
+        set("errorMessage", JsValue::from_str(m));
+    }
+    if let Some(e) = &r.explain {
+        set(
+            "explain",
+            e.serialize(&serializer()).unwrap_or(JsValue::NULL),
+        );
+    }
+    o.into()
+}
+
+/// The module's instance and its exports, resolved once.
+struct Instance {
+    memory: WebAssembly::Memory,
+    alloc: Function,
+    free: Function,
+    evaluate: Function,
+    evaluate_all: Function,
+}
+
+/// Why a call produced no result from the module (answered with the flag's `on_error`).
+enum CallError {
+    Context(String),
+    Trap(String),
+    BadResult(String),
+}
+
+impl CallError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            CallError::Context(_) => ErrorCode::InvalidContext,
+            _ => ErrorCode::General,
+        }
+    }
+    fn message(&self) -> String {
+        match self {
+            CallError::Context(m) => m.clone(),
+            CallError::Trap(m) => format!("module trapped: {m}"),
+            CallError::BadResult(m) => format!("module returned a malformed result: {m}"),
+        }
+    }
+}
+
+fn export(exports: &JsValue, name: &str) -> Result<JsValue, JsValue> {
+    let v = Reflect::get(exports, &name.into())?;
+    if v.is_undefined() {
+        return Err(load_error(
+            "missing_export",
+            format!("the module does not export `{name}`"),
+        ));
+    }
+    Ok(v)
+}
+
+fn function(exports: &JsValue, name: &str) -> Result<Function, JsValue> {
+    export(exports, name)?.dyn_into::<Function>().map_err(|_| {
+        load_error(
+            "missing_export",
+            format!("the module's `{name}` is not a function"),
+        )
+    })
+}
+
+fn as_u32(v: &JsValue) -> Option<u32> {
+    // i32 results arrive as (signed) numbers.
+    v.as_f64().map(|f| (f as i64) as u32)
+}
+
+fn as_u64(v: &JsValue) -> Option<u64> {
+    let big: js_sys::BigInt = v.clone().dyn_into().ok()?;
+    let unsigned = js_sys::BigInt::as_uint_n(64.0, &big);
+    u64::try_from(unsigned).ok()
+}
+
+impl Instance {
+    async fn new(module: &WebAssembly::Module) -> Result<Instance, JsValue> {
+        let promise = WebAssembly::instantiate_module(module, &js_sys::Object::new());
+        let instance: WebAssembly::Instance = JsFuture::from(promise).await?.dyn_into()?;
+        let exports = instance.exports();
+        let memory = export(&exports, abi::EXPORT_MEMORY)?
+            .dyn_into::<WebAssembly::Memory>()
+            .map_err(|_| load_error("missing_export", "`memory` is not a memory"))?;
+        let version = function(&exports, abi::EXPORT_ABI_VERSION)?.call0(&JsValue::NULL)?;
+        if as_u32(&version) != Some(abi::ABI_VERSION) {
+            return Err(load_error(
+                "abi_version",
+                format!(
+                    "the module speaks ABI version {:?}; this package speaks {}",
+                    version.as_f64(),
+                    abi::ABI_VERSION
+                ),
+            ));
+        }
+        Ok(Instance {
+            memory,
+            alloc: function(&exports, abi::EXPORT_ALLOC)?,
+            free: function(&exports, abi::EXPORT_FREE)?,
+            evaluate: function(&exports, abi::EXPORT_EVALUATE)?,
+            evaluate_all: function(&exports, abi::EXPORT_EVALUATE_ALL)?,
+        })
+    }
+
+    fn bytes(&self) -> Uint8Array {
+        // Re-read the buffer every time: growing memory detaches the old one.
+        Uint8Array::new(&self.memory.buffer())
+    }
+
+    /// Copies `data` into a fresh module buffer; `(0, 0)` for empty input.
+    fn put(&self, data: &[u8]) -> Result<(u32, u32), CallError> {
+        if data.is_empty() {
+            return Ok((0, 0));
+        }
+        let len =
+            u32::try_from(data.len()).map_err(|_| CallError::Context("input too large".into()))?;
+        let ptr = self
+            .alloc
+            .call1(&JsValue::NULL, &len.into())
+            .map_err(trap)?;
+        let ptr = as_u32(&ptr).filter(|p| *p != 0).ok_or_else(|| {
+            CallError::Trap("the module could not allocate an input buffer".into())
+        })?;
+        let mem = self.bytes();
+        if u64::from(ptr) + u64::from(len) > u64::from(mem.length()) {
+            return Err(CallError::BadResult("input buffer outside memory".into()));
+        }
+        mem.subarray(ptr, ptr + len).copy_from(data);
+        Ok((ptr, len))
+    }
+
+    fn release(&self, (ptr, len): (u32, u32)) {
+        if len > 0 {
+            let _ = self.free.call2(&JsValue::NULL, &ptr.into(), &len.into());
+        }
+    }
+
+    /// Copies a packed result out of the module and frees it.
+    fn take(&self, packed: &JsValue) -> Result<Vec<u8>, CallError> {
+        let (ptr, len) = abi::unpack(
+            as_u64(packed).ok_or_else(|| CallError::BadResult("not an i64 location".into()))?,
+        );
+        let mem = self.bytes();
+        if u64::from(ptr) + u64::from(len) > u64::from(mem.length()) {
+            return Err(CallError::BadResult(
+                "result location outside memory".into(),
+            ));
+        }
+        let mut out = vec![0u8; len as usize];
+        mem.subarray(ptr, ptr + len).copy_to(&mut out);
+        self.release((ptr, len));
+        Ok(out)
+    }
+
+    fn evaluate(&self, key: &[u8], ctx: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
+        let k = self.put(key)?;
+        let c = self.put(ctx).inspect_err(|_| self.release(k))?;
+        let args = Array::of5(
+            &k.0.into(),
+            &k.1.into(),
+            &c.0.into(),
+            &c.1.into(),
+            &options.into(),
+        );
+        let packed = self.evaluate.apply(&JsValue::NULL, &args);
+        self.release(k);
+        self.release(c);
+        self.take(&packed.map_err(trap)?)
+    }
+
+    fn evaluate_all(&self, ctx: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
+        let c = self.put(ctx)?;
+        let packed =
+            self.evaluate_all
+                .call3(&JsValue::NULL, &c.0.into(), &c.1.into(), &options.into());
+        self.release(c);
+        self.take(&packed.map_err(trap)?)
+    }
+}
+
+fn trap(e: JsValue) -> CallError {
+    let message = e
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "unknown error".into());
+    CallError::Trap(message)
+}
+
+/// A loaded flagforge module, ready to evaluate.
+#[wasm_bindgen]
+pub struct FlagEngine {
+    module: WebAssembly::Module,
+    instance: Rc<RefCell<Option<Instance>>>,
+    manifest: Manifest,
+    manifest_js: JsValue,
+    hash: String,
+    size: usize,
+}
+
+#[wasm_bindgen]
+impl FlagEngine {
+    /// Validates, compiles and instantiates module bytes (what `flagforge build` wrote, or the
+    /// host daemon's `GET /v1/modules/{ruleset}`). Rejects with an `Error` whose `code` is one
+    /// of `too_large`, `invalid_module`, `imports`, `missing_export`, `abi_version`,
+    /// `no_rules`, `bad_manifest`.
+    pub async fn load(bytes: Uint8Array) -> Result<FlagEngine, JsValue> {
+        let data = bytes.to_vec();
+        if data.len() > MAX_MODULE_BYTES {
+            return Err(load_error(
+                "too_large",
+                format!(
+                    "module is {} bytes; the limit is {MAX_MODULE_BYTES} bytes",
+                    data.len()
+                ),
+            ));
+        }
+        let compiled = JsFuture::from(WebAssembly::compile(&bytes))
+            .await
+            .map_err(|e| {
+                load_error(
+                    "invalid_module",
+                    format!("not a valid module: {}", trap_text(&e)),
+                )
+            })?;
+        let module: WebAssembly::Module = compiled.dyn_into()?;
+        if WebAssembly::Module::imports(&module).length() > 0 {
+            return Err(load_error(
+                "imports",
+                "the module imports functions; flagforge modules import nothing",
+            ));
+        }
+        let instance = Instance::new(&module).await?;
+        let manifest = read_manifest(&module).await?;
+        let manifest_js = manifest.serialize(&serializer())?;
+        let hash = Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(FlagEngine {
+            module,
+            instance: Rc::new(RefCell::new(Some(instance))),
+            manifest,
+            manifest_js,
+            hash,
+            size: data.len(),
+        })
+    }
+
+    /// The module's manifest: ruleset, context schema, flags with kind, owner, variants.
+    #[wasm_bindgen(getter)]
+    pub fn manifest(&self) -> JsValue {
+        self.manifest_js.clone()
+    }
+
+    /// sha256 of the module bytes (hex): the module's identity, as on every host.
+    #[wasm_bindgen(getter)]
+    pub fn hash(&self) -> String {
+        self.hash.clone()
+    }
+
+    /// The ruleset name.
+    #[wasm_bindgen(getter)]
+    pub fn ruleset(&self) -> String {
+        self.manifest.ruleset.clone()
+    }
+
+    /// Module size in bytes.
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Evaluates one flag. Never throws: problems become a result with reason `ERROR`.
+    #[wasm_bindgen(unchecked_return_type = "FlagResult")]
+    pub fn evaluate(
+        &self,
+        flag_key: &str,
+        #[wasm_bindgen(unchecked_param_type = "EvaluationContext | null | undefined")]
+        context: JsValue,
+        explain: Option<bool>,
+    ) -> JsValue {
+        let options = if explain.unwrap_or(false) {
+            abi::OPT_EXPLAIN
+        } else {
+            0
+        };
+        let out = self
+            .context_bytes(&context)
+            .and_then(|c| self.with_instance(|i| i.evaluate(flag_key.as_bytes(), &c, options)))
+            .and_then(|b| {
+                decode::<Resolution>(&b).map_err(|e| CallError::BadResult(e.to_string()))
+            });
+        to_js(&out.unwrap_or_else(|e| self.fallback(flag_key, &e)))
+    }
+
+    /// Evaluates every flag, in declaration order.
+    #[wasm_bindgen(js_name = evaluateAll, unchecked_return_type = "FlagResult[]")]
+    pub fn evaluate_all(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "EvaluationContext | null | undefined")]
+        context: JsValue,
+        explain: Option<bool>,
+    ) -> JsValue {
+        let options = if explain.unwrap_or(false) {
+            abi::OPT_EXPLAIN
+        } else {
+            0
+        };
+        let out = self
+            .context_bytes(&context)
+            .and_then(|c| self.with_instance(|i| i.evaluate_all(&c, options)))
+            .and_then(|b| {
+                decode::<Vec<Resolution>>(&b).map_err(|e| CallError::BadResult(e.to_string()))
+            });
+        let results: Vec<Resolution> = match out {
+            Ok(r) => r,
+            Err(e) => self
+                .manifest
+                .flags
+                .iter()
+                .map(|f| self.fallback(&f.key, &e))
+                .collect(),
+        };
+        results.iter().map(to_js).collect::<Array>().into()
+    }
+
+    /// The canonical MessagePack bytes of a context: exactly what a Rust host sends into the
+    /// module for the same logical context. Throws a `TypeError` for an unusable context.
+    #[wasm_bindgen(js_name = encodeContext)]
+    pub fn encode_context(
+        #[wasm_bindgen(unchecked_param_type = "EvaluationContext | null | undefined")]
+        context: JsValue,
+    ) -> Result<Uint8Array, JsValue> {
+        let ctx = to_context(&context).map_err(|e| js_sys::TypeError::new(&e.0))?;
+        let bytes = encode_context(&ctx).map_err(|e| js_sys::TypeError::new(&e.to_string()))?;
+        Ok(Uint8Array::from(bytes.as_slice()))
+    }
+
+    /// The module's raw result bytes for one flag and already-encoded context bytes (the
+    /// byte-level contract every host is tested on). `null` if the module gave no result.
+    #[wasm_bindgen(js_name = evaluateBytes)]
+    pub fn evaluate_bytes(
+        &self,
+        flag_key: &str,
+        context: &[u8],
+        explain: Option<bool>,
+    ) -> Option<Uint8Array> {
+        let options = if explain.unwrap_or(false) {
+            abi::OPT_EXPLAIN
+        } else {
+            0
+        };
+        self.with_instance(|i| i.evaluate(flag_key.as_bytes(), context, options))
+            .ok()
+            .map(|b| Uint8Array::from(b.as_slice()))
+    }
+
+    /// The module's raw result bytes for every flag (a MessagePack list in declaration order).
+    #[wasm_bindgen(js_name = evaluateAllBytes)]
+    pub fn evaluate_all_bytes(&self, context: &[u8], explain: Option<bool>) -> Option<Uint8Array> {
+        let options = if explain.unwrap_or(false) {
+            abi::OPT_EXPLAIN
+        } else {
+            0
+        };
+        self.with_instance(|i| i.evaluate_all(context, options))
+            .ok()
+            .map(|b| Uint8Array::from(b.as_slice()))
+    }
+}
+
+fn trap_text(e: &JsValue) -> String {
+    match trap(e.clone()) {
+        CallError::Trap(m) => m,
+        _ => String::new(),
+    }
+}
+
+async fn read_manifest(module: &WebAssembly::Module) -> Result<Manifest, JsValue> {
+    let promise = WebAssembly::instantiate_module(module, &js_sys::Object::new());
+    let instance: WebAssembly::Instance = JsFuture::from(promise).await?.dyn_into()?;
+    let exports = instance.exports();
+    let memory: WebAssembly::Memory = export(&exports, abi::EXPORT_MEMORY)?.dyn_into()?;
+    let packed = function(&exports, abi::EXPORT_MANIFEST)?.call0(&JsValue::NULL)?;
+    let (ptr, len) = abi::unpack(
+        as_u64(&packed)
+            .ok_or_else(|| load_error("bad_manifest", "ff_manifest returned no location"))?,
+    );
+    let mem = Uint8Array::new(&memory.buffer());
+    if u64::from(ptr) + u64::from(len) > u64::from(mem.length()) {
+        return Err(load_error(
+            "bad_manifest",
+            "manifest location outside memory",
+        ));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    mem.subarray(ptr, ptr + len).copy_to(&mut bytes);
+    match decode::<flagforge_protocol::manifest::ManifestReply>(&bytes) {
+        Ok(flagforge_protocol::manifest::ManifestReply::Ok(m)) => Ok(m),
+        Ok(flagforge_protocol::manifest::ManifestReply::Error(why)) => Err(load_error(
+            "no_rules",
+            format!("the module cannot serve: {why}"),
+        )),
+        Err(e) => Err(load_error(
+            "bad_manifest",
+            format!("unreadable manifest: {e}"),
+        )),
+    }
+}
+
+impl FlagEngine {
+    fn context_bytes(&self, context: &JsValue) -> Result<Vec<u8>, CallError> {
+        let ctx = to_context(context).map_err(|e| CallError::Context(e.0))?;
+        let bytes = encode_context(&ctx).map_err(|e| CallError::Context(e.to_string()))?;
+        if bytes.len() > MAX_CONTEXT_BYTES {
+            return Err(CallError::Context(format!(
+                "context is {} bytes encoded; the limit is {MAX_CONTEXT_BYTES} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Runs `f` on the instance. After a trap the instance is discarded, as in wasm-host, and
+    /// a fresh one is instantiated in the background; until it is ready, calls answer
+    /// `on_error`.
+    fn with_instance(
+        &self,
+        f: impl FnOnce(&Instance) -> Result<Vec<u8>, CallError>,
+    ) -> Result<Vec<u8>, CallError> {
+        let result = match self.instance.borrow().as_ref() {
+            Some(i) => f(i),
+            None => {
+                return Err(CallError::Trap(
+                    "the module is being re-instantiated".into(),
+                ))
+            }
+        };
+        if matches!(result, Err(CallError::Trap(_) | CallError::BadResult(_))) {
+            self.instance.borrow_mut().take();
+            self.reinstantiate();
+        }
+        result
+    }
+
+    fn reinstantiate(&self) {
+        let (module, slot) = (self.module.clone(), Rc::clone(&self.instance));
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Ok(fresh) = Instance::new(&module).await {
+                *slot.borrow_mut() = Some(fresh);
+            }
+        });
+    }
+
+    fn fallback(&self, key: &str, err: &CallError) -> Resolution {
+        match self.manifest.flag(key) {
+            Some(flag) => flag.fallback(err.code(), err.message()),
+            None => Resolution::error(
+                key,
+                Value::Null,
+                None,
+                ErrorCode::FlagNotFound,
+                format!(
+                    "flag `{key}` is not defined in ruleset `{}`",
+                    self.manifest.ruleset
+                ),
+            ),
+        }
+    }
+}

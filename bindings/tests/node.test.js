@@ -1,0 +1,96 @@
+// The shared corpus in Node: every golden case through the built npm package (bindings/pkg)
+// must give the exact result bytes the Rust hosts gave; context encodings must match the
+// Rust encoder byte for byte; the object API must give what `flagforge eval` prints.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { root, golden, goldenNames, moduleBytes, disagreements } from "./common.js";
+import { runCases, runEncodings } from "./run-cases.js";
+
+const { FlagEngine } = await import(path.join(root, "bindings/pkg/index.node.js"));
+const sha256 = async (bytes) => createHash("sha256").update(bytes).digest("hex");
+
+for (const name of goldenNames) {
+  test(`node: ${name} cases give the golden result bytes`, async () => {
+    const g = golden(name);
+    const { results } = await runCases(FlagEngine, moduleBytes(name), g.cases, sha256);
+    const expected = g.cases.map((c) => ({ name: c.name, result: c.result, explained_sha256: c.explained_sha256 }));
+    const diff = disagreements("node", expected, results);
+    assert.equal(diff.length, 0, `${diff.length} disagreement(s):\n${diff.join("\n")}`);
+    console.log(`node: ${name}: ${results.length} cases, 0 disagreements`);
+  });
+}
+
+test("node: context encodings match the Rust encoder", () => {
+  const g = JSON.parse(readFileSync(path.join(root, "corpus/golden/encoding.json"), "utf8"));
+  const actual = runEncodings(FlagEngine, g.contexts);
+  const diff = disagreements("node", g.contexts.map(({ name, bytes }) => ({ name, bytes })), actual);
+  assert.equal(diff.length, 0, diff.join("\n"));
+});
+
+test("node: JavaScript-only values encode canonically", () => {
+  const enc = (c) => Buffer.from(FlagEngine.encodeContext(c)).toString("hex");
+  // undefined members are absent, as JSON.stringify drops them.
+  assert.equal(enc({ a: 1, b: undefined }), enc({ a: 1 }));
+  // BigInt is an integer, also beyond 2^53.
+  assert.equal(enc({ n: 2n ** 60n }), "81a16ecf1000000000000000");
+  assert.equal(enc({ n: 5n }), enc({ n: 5 }));
+  // Unusable values are refused with the path.
+  assert.throws(() => FlagEngine.encodeContext({ a: { b: NaN } }), /context\.a\.b: NaN is not a finite number/);
+  assert.throws(() => FlagEngine.encodeContext({ f: () => 1 }), /functions and symbols/);
+  assert.throws(() => FlagEngine.encodeContext({ n: 2n ** 64n }), /does not fit/);
+  assert.throws(() => FlagEngine.encodeContext([1]), /must be an object/);
+  let deep = {};
+  for (let i = 0; i < 40; i++) deep = { d: deep };
+  assert.throws(() => FlagEngine.encodeContext(deep), /nested deeper than 32/);
+});
+
+test("node: bad input is a result, never an exception", async () => {
+  const engine = await FlagEngine.load(moduleBytes("checkout"));
+  const r = engine.evaluate("FraudEngineRoutingMode", { market: NaN });
+  assert.equal(r.reason, "ERROR");
+  assert.equal(r.errorCode, "INVALID_CONTEXT");
+  assert.equal(r.variant, "engine_v2");
+  const missing = engine.evaluate("NoSuchFlag", {});
+  assert.equal(missing.errorCode, "FLAG_NOT_FOUND");
+  assert.equal(missing.value, null);
+  const typed = engine.evaluate("FraudEngineRoutingMode", { market: 33 });
+  assert.equal(typed.errorCode, "TYPE_MISMATCH");
+  assert.equal(engine.evaluateAll(null).length, engine.manifest.flags.length);
+});
+
+test("node: hostile module bytes are refused with a code", async () => {
+  const cases = [
+    [new Uint8Array([1, 2, 3]), "invalid_module"],
+    // (module (import "env" "f" (func))) — imports something.
+    [new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 2, 9, 1, 3, 101, 110, 118, 1, 102, 0, 0]), "imports"],
+    // (module) — valid, but not a flagforge module.
+    [new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]), "missing_export"],
+  ];
+  for (const [bytes, code] of cases) {
+    await assert.rejects(FlagEngine.load(bytes), (e) => e.code === code, `expected ${code}`);
+  }
+});
+
+test("node: the package gives the same JSON as `flagforge eval`", async () => {
+  const cli = path.join(root, "target/release/flagforge");
+  const wasm = path.join(process.env.FLAGFORGE_MODULES ?? path.join(root, "target/conformance"), "checkout.wasm");
+  const engine = await FlagEngine.load(moduleBytes("checkout"));
+  const contexts = [
+    { tenant: "acme-fr", market: "FR", customer_id: "c-1001", now: "2026-12-01T10:00:00Z" },
+    { market: 33, now: "2026-12-01T10:00:00Z" },
+    { market: "DE", order_total: 99.9, customer_id: "c-7", now: "2026-12-01T10:00:00Z" },
+  ];
+  for (const ctx of contexts) {
+    for (const flag of engine.manifest.flags.map((f) => f.key)) {
+      const out = execFileSync(cli, ["eval", wasm, "--flag", flag, "--context", JSON.stringify(ctx)]);
+      assert.deepEqual(engine.evaluate(flag, ctx), JSON.parse(out), `${flag} ${JSON.stringify(ctx)}`);
+    }
+    const all = JSON.parse(execFileSync(cli, ["eval", wasm, "--context", JSON.stringify(ctx)]));
+    const mine = Object.fromEntries(engine.evaluateAll(ctx).map((r) => [r.key, r]));
+    assert.deepEqual(mine, all);
+  }
+});
