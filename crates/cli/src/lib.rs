@@ -123,6 +123,11 @@ enum Command {
         /// Rulesets this host must serve before it reports ready (repeatable).
         #[arg(long = "ruleset")]
         rulesets: Vec<String>,
+        /// Let browser pages from this origin download modules and follow their events
+        /// (CORS), e.g. `https://shop.example` or `*`. Serve browser-audience modules only
+        /// from a host reachable by browsers.
+        #[arg(long)]
+        cors_origin: Option<String>,
         /// librdkafka setting passed through (repeatable).
         #[arg(short = 'X', value_name = "KEY=VALUE")]
         settings: Vec<String>,
@@ -189,6 +194,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             snapshot_dir,
             listen,
             rulesets,
+            cors_origin,
             settings,
         } => host(
             brokers,
@@ -196,6 +202,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             snapshot_dir,
             listen,
             rulesets,
+            cors_origin,
             &settings,
         ),
         Command::Demo { examples, brokers } => {
@@ -261,6 +268,7 @@ fn host(
     snapshot_dir: PathBuf,
     listen: std::net::SocketAddr,
     rulesets: Vec<String>,
+    cors_origin: Option<String>,
     settings: &[String],
 ) -> Result<ExitCode> {
     let keys = trusted_keys
@@ -273,6 +281,7 @@ fn host(
         snapshot_dir,
         listen,
         rulesets,
+        cors_origin,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -51,6 +51,9 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// Rulesets this host must serve before it is ready (empty: any one).
     pub rulesets: Vec<String>,
+    /// Origin allowed to fetch modules and their events from a browser (CORS), e.g.
+    /// `https://shop.example` or `*`; `None` sends no CORS headers.
+    pub cors_origin: Option<String>,
 }
 
 /// Shared state of the HTTP handlers.
@@ -63,6 +66,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// When the daemon started.
     pub started: Instant,
+    /// `Access-Control-Allow-Origin` for the module routes.
+    pub cors_origin: Option<axum::http::HeaderValue>,
 }
 
 /// A started daemon: the bound address and the tasks; dropping it stops everything.
@@ -92,12 +97,19 @@ pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
         Some(kafka) => Some(Subscriber::start(kafka, Arc::clone(&registry)).map_err(setup)?),
         None => None,
     };
-    let state = Arc::new(AppState {
-        registry,
-        rulesets: config.rulesets.clone(),
-        metrics: Metrics::new().map_err(setup)?,
-        started: Instant::now(),
-    });
+    let state =
+        Arc::new(AppState {
+            registry,
+            rulesets: config.rulesets.clone(),
+            metrics: Metrics::new().map_err(setup)?,
+            started: Instant::now(),
+            cors_origin: match &config.cors_origin {
+                Some(o) => Some(axum::http::HeaderValue::from_str(o).map_err(|_| {
+                    setup(format!("--cors-origin `{o}` is not a valid header value"))
+                })?),
+                None => None,
+            },
+        });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| setup(format!("cannot listen on {}: {e}", config.listen)))?;

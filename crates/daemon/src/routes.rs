@@ -1,10 +1,13 @@
 //! HTTP routes: OFREP evaluation, module download, metrics, health and readiness.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,6 +15,8 @@ use flagforge_kafka::Served;
 use flagforge_protocol::{value::context_from_json, Context, Resolution};
 use serde_json::{json, Value as JsonValue};
 use sha2::{Digest, Sha256};
+
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::AppState;
 
@@ -22,7 +27,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_one))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_bulk))
-        .route("/v1/modules/{ruleset}", get(module_bytes))
+        .route(
+            "/v1/modules/{ruleset}",
+            get(module_bytes).options(preflight),
+        )
+        .route(
+            "/v1/modules/{ruleset}/events",
+            get(module_events).options(preflight),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -206,7 +218,9 @@ async fn module_bytes(
     let etag = format!("\"{}\"", served.sha256);
     let version = HeaderValue::from(served.version);
     if if_none_match(&headers, &etag) {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        let mut resp = (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        resp.headers_mut().insert("x-flagforge-version", version);
+        return cors(&state, resp);
     }
     let mut resp = (
         [
@@ -217,7 +231,76 @@ async fn module_bytes(
     )
         .into_response();
     resp.headers_mut().insert("x-flagforge-version", version);
+    cors(&state, resp)
+}
+
+/// Adds the CORS headers for the configured origin (`flagforge host --cors-origin`), so
+/// browser pages on another origin can download modules and follow their events.
+fn cors(state: &AppState, mut resp: Response) -> Response {
+    if let Some(origin) = &state.cors_origin {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("etag, x-flagforge-version"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("if-none-match"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
     resp
+}
+
+async fn preflight(State(state): Shared) -> Response {
+    cors(&state, StatusCode::NO_CONTENT.into_response())
+}
+
+fn module_event(version: u64, sha256: &str) -> Event {
+    Event::default()
+        .event("module")
+        .id(version.to_string())
+        .data(json!({ "version": version, "sha256": sha256 }).to_string())
+}
+
+/// Server-sent events for one ruleset: the module served now (if any), then one `module`
+/// event (`{"version", "sha256"}`) per new version, with keep-alive comments in between.
+async fn module_events(State(state): Shared, Path(ruleset): Path<String>) -> Response {
+    let updates = state.registry.updates();
+    let first = state
+        .registry
+        .get(&ruleset)
+        .map(|s| module_event(s.version, &s.sha256));
+    let registry = Arc::clone(&state.registry);
+    let stream = futures_util::stream::unfold(
+        (updates, first, registry, ruleset),
+        |(mut updates, first, registry, ruleset)| async move {
+            if let Some(event) = first {
+                return Some((
+                    Ok::<_, Infallible>(event),
+                    (updates, None, registry, ruleset),
+                ));
+            }
+            loop {
+                let event = match updates.recv().await {
+                    Ok(i) if i.ruleset == ruleset => module_event(i.version, &i.sha256),
+                    Ok(_) => continue,
+                    // Missed some announcements: say what is served now.
+                    Err(RecvError::Lagged(_)) => match registry.get(&ruleset) {
+                        Some(s) => module_event(s.version, &s.sha256),
+                        None => continue,
+                    },
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok(event), (updates, None, registry, ruleset)));
+            }
+        },
+    );
+    let resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    cors(&state, resp)
 }
 
 async fn metrics(State(state): Shared) -> Response {

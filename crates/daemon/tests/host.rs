@@ -101,6 +101,7 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         snapshot_dir: snapshots.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         rulesets: vec!["checkout".into()],
+        cors_origin: Some("*".into()),
     };
     let running = rt.block_on(start(config.clone())).unwrap();
     let base = format!("http://{}", running.addr);
@@ -181,6 +182,47 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         304
     );
 
+    // CORS for browser pages (configured with `*` here).
+    let pre = agent()
+        .options(&format!("{base}/v1/modules/checkout"))
+        .call()
+        .unwrap();
+    assert_eq!(
+        pre.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("*")
+    );
+
+    // Server-sent events: the current module first, then each new version.
+    let (tx, events) = std::sync::mpsc::channel::<String>();
+    let events_url = format!("{base}/v1/modules/checkout/events");
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent.get(&events_url).call().unwrap();
+        let reader = std::io::BufReader::new(resp.body_mut().as_reader());
+        for line in std::io::BufRead::lines(reader) {
+            let Ok(line) = line else { break };
+            if let Some(data) = line.strip_prefix("data:") {
+                if tx.send(data.trim().to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let next_event = || -> Value {
+        let data = events
+            .recv_timeout(Duration::from_secs(20))
+            .expect("an event");
+        serde_json::from_str(&data).unwrap()
+    };
+    let first = next_event();
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["sha256"], m_etag.trim_matches('"'));
+
     // v2 is served without a restart.
     rt.block_on(publisher.publish(
         "checkout",
@@ -194,6 +236,7 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
     wait_until("v2 answers", || {
         fraud_engine_in_france(&base) == ("engine_v2".into(), 2)
     });
+    assert_eq!(next_event()["version"], 2, "the events stream announces v2");
 
     // Poison is rejected and counted; the last good version keeps serving.
     let raw: FutureProducer = rdkafka::ClientConfig::new()

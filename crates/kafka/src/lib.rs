@@ -10,7 +10,7 @@ mod registry;
 mod subscribe;
 
 pub use publish::{Published, Publisher};
-pub use registry::{Offer, Registry, Served, Source};
+pub use registry::{Installed, Offer, Registry, Served, Source};
 pub use subscribe::Subscriber;
 
 use rdkafka::ClientConfig;

@@ -84,6 +84,18 @@ pub struct Registry {
     rejected: Mutex<BTreeMap<String, u64>>,
     logged: Mutex<HashSet<String>>,
     contact: Mutex<Option<(Instant, i64)>>,
+    updates: tokio::sync::broadcast::Sender<Installed>,
+}
+
+/// A module a registry started serving (announced to [`Registry::updates`] subscribers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// Ruleset.
+    pub ruleset: String,
+    /// Envelope version.
+    pub version: u64,
+    /// Module sha256.
+    pub sha256: String,
 }
 
 impl Registry {
@@ -98,6 +110,7 @@ impl Registry {
             rejected: Mutex::new(BTreeMap::new()),
             logged: Mutex::new(HashSet::new()),
             contact: Mutex::new(None),
+            updates: tokio::sync::broadcast::channel(64).0,
         }
     }
 
@@ -221,6 +234,13 @@ impl Registry {
         match decide(current.as_ref().map(|(v, s)| (*v, s.as_str())), &env) {
             Decision::Accept => {
                 map.insert(env.ruleset.clone(), served);
+                drop(map);
+                // Nobody listening is fine.
+                let _ = self.updates.send(Installed {
+                    ruleset: env.ruleset.clone(),
+                    version: env.version,
+                    sha256: env.sha256.clone(),
+                });
                 Offer::Accepted {
                     ruleset: env.ruleset,
                     version: env.version,
@@ -242,6 +262,13 @@ impl Registry {
             Decision::Duplicate => Some(Offer::Duplicate),
             Decision::Reject(r) => Some(self.reject(r.kind(), &subject(env), &r)),
         }
+    }
+
+    /// Announcements of every module this registry starts serving (a slow receiver may miss
+    /// some and is told it lagged; it should then look at [`Registry::get`]).
+    #[must_use]
+    pub fn updates(&self) -> tokio::sync::broadcast::Receiver<Installed> {
+        self.updates.subscribe()
     }
 
     /// The module served for a ruleset.
