@@ -50,6 +50,10 @@ enum Command {
         /// Where to write the module.
         #[arg(short, long)]
         out: PathBuf,
+        /// Build for an audience (e.g. `browser`): only flags marked `expose: [AUDIENCE]`,
+        /// membership sets as keyed digests, ruleset named `NAME.AUDIENCE`.
+        #[arg(long)]
+        audience: Option<String>,
     },
     /// Print a module's manifest as JSON.
     Inspect {
@@ -147,7 +151,11 @@ enum Command {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { path } => check(&path),
-        Command::Build { path, out } => build(&path, &out),
+        Command::Build {
+            path,
+            out,
+            audience,
+        } => build(&path, &out, audience.as_deref()),
         Command::Inspect { module } => {
             outln!("{}", serde_json::to_string_pretty(&inspect(&module)?)?);
             Ok(ExitCode::SUCCESS)
@@ -231,13 +239,23 @@ fn check(path: &Path) -> Result<ExitCode> {
     }
 }
 
-fn build(path: &Path, out: &Path) -> Result<ExitCode> {
+fn build(path: &Path, out: &Path, audience: Option<&str>) -> Result<ExitCode> {
     let compiled = match flagforge_compiler::compile_path(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::FAILURE);
         }
+    };
+    let compiled = match audience {
+        None => compiled,
+        Some(a) => match flagforge_compiler::compile_audience(&compiled, a) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
     };
     std::fs::write(out, &compiled.module).with_context(|| format!("writing {}", out.display()))?;
     outln!(

@@ -47,6 +47,7 @@ const FLAG_KEYS: &[&str] = &[
     "dependents",
     "docs",
     "propagation",
+    "expose",
 ];
 const RULE_KEYS: &[&str] = &["name", "when", "serve", "rollout", "by", "seed"];
 
@@ -566,6 +567,23 @@ impl<'f> Compiler<'f> {
             },
             None => kind.map(Propagation::default_for),
         };
+        let expose = match m.get_node("expose") {
+            Some(node) => {
+                let list = self.string_list(node, "`expose`");
+                let mut out: Vec<String> = Vec::new();
+                for (a, span) in list {
+                    if !crate::audience::valid_name(&a) {
+                        self.error(&span, format!("audience `{a}` must be lowercase letters, digits and `-` (e.g. `browser`)"));
+                    } else if out.contains(&a) {
+                        self.error(&span, format!("audience `{a}` is listed twice"));
+                    } else {
+                        out.push(a);
+                    }
+                }
+                out
+            }
+            None => Vec::new(),
+        };
         let enabled = match self.scalar(m, "enabled", &what) {
             Some((v, span)) => match v {
                 "true" => true,
@@ -817,6 +835,7 @@ impl<'f> Compiler<'f> {
                 rules,
                 reads: reads.into_iter().collect(),
                 propagation: propagation?,
+                expose,
             },
             key_span: *key_span,
             prereqs,

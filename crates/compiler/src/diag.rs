@@ -53,6 +53,9 @@ pub enum CompileError {
     /// The guest module could not be linked (a broken build, not a rule error).
     #[error(transparent)]
     Link(#[from] crate::link::LinkError),
+    /// An audience build is not possible.
+    #[error(transparent)]
+    Audience(#[from] crate::audience::AudienceError),
 }
 
 impl CompileError {

@@ -10,6 +10,7 @@
 //! # Ok::<(), flagforge_compiler::CompileError>(())
 //! ```
 
+pub mod audience;
 mod cases;
 mod compile;
 mod diag;
@@ -109,6 +110,22 @@ pub fn compile_path(path: &Path) -> Result<Compiled, CompileError> {
 /// Checks the rules at `path` without linking a module.
 pub fn check_path(path: &Path) -> Result<RulesetIr, CompileError> {
     compile_path(path).map(|c| c.ir)
+}
+
+/// The audience build of a compiled ruleset (`flagforge build --audience`): only the flags
+/// exposed to `audience`, membership sets as keyed digests; see [`audience`].
+pub fn compile_audience(full: &Compiled, audience: &str) -> Result<Compiled, CompileError> {
+    let ir = audience::restrict(&full.ir, audience)?;
+    let rules = ir.encode();
+    let module = link::link(GUEST_WASM, &rules)?;
+    let sha256 = hex::encode(Sha256::digest(&module));
+    Ok(Compiled {
+        ir,
+        rules,
+        module,
+        sha256,
+        files: full.files.clone(),
+    })
 }
 
 /// Compiles rule sources (already read) into a module.

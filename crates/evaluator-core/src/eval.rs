@@ -758,6 +758,20 @@ impl Ruleset {
                     (SetIr::Ints(items), V::Float(_)) => items
                         .iter()
                         .any(|i| compare(&V::Int(*i), &a) == Some(Ordering::Equal)),
+                    (SetIr::Hashed { key, digests }, V::Str(x)) => {
+                        digests.binary_search(&SetIr::digest_str(*key, x)).is_ok()
+                    }
+                    (SetIr::Hashed { key, digests }, V::Int(x)) => {
+                        digests.binary_search(&SetIr::digest_int(*key, *x)).is_ok()
+                    }
+                    // An integral float beyond ±2^53 equals the integer it holds (as `compare`).
+                    (SetIr::Hashed { key, digests }, V::Float(f))
+                        if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_775e18 =>
+                    {
+                        digests
+                            .binary_search(&SetIr::digest_int(*key, *f as i64))
+                            .is_ok()
+                    }
                     _ => false,
                 })
             }
@@ -916,6 +930,7 @@ fn flag_info(ir: &RulesetIr, f: &FlagIr) -> FlagInfo {
         reads: f.reads.clone(),
         is_static: is_static(f),
         propagation: f.propagation,
+        expose: f.expose.clone(),
         lifecycle: Lifecycle {
             retirement: f.lifecycle.retirement.clone(),
             dependents: f.lifecycle.dependents.clone(),

@@ -124,6 +124,38 @@ pub enum SetIr {
     Strings(Vec<String>),
     /// Integers in ascending order.
     Ints(Vec<i64>),
+    /// An audience build's set: members as keyed SipHash-2-4 digests (ascending), so the
+    /// member strings are not in the module's bytes. A string `s` is looked up as
+    /// `H(k0, k1, "s" ++ utf8(s))`, an integer `i` as `H(k0, k1, "i" ++ le_bytes(i))`. 64-bit
+    /// digests: a false match needs a collision, about n / 2^64 per lookup for n members.
+    Hashed {
+        /// The SipHash key (derived from the full ruleset's content at build time).
+        key: (u64, u64),
+        /// Member digests, ascending.
+        digests: Vec<u64>,
+    },
+}
+
+impl SetIr {
+    /// The digest of a string member of a [`SetIr::Hashed`] set.
+    #[must_use]
+    pub fn digest_str(key: (u64, u64), s: &str) -> u64 {
+        use core::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher24::new_with_keys(key.0, key.1);
+        h.write(b"s");
+        h.write(s.as_bytes());
+        h.finish()
+    }
+
+    /// The digest of an integer member of a [`SetIr::Hashed`] set.
+    #[must_use]
+    pub fn digest_int(key: (u64, u64), i: i64) -> u64 {
+        use core::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher24::new_with_keys(key.0, key.1);
+        h.write(b"i");
+        h.write(&i.to_le_bytes());
+        h.finish()
+    }
 }
 
 /// A named boolean expression reused by rules.
@@ -173,6 +205,9 @@ pub struct FlagIr {
     pub reads: Vec<String>,
     /// How fresh the flag must be on a host.
     pub propagation: Propagation,
+    /// Audiences (e.g. `browser`) whose builds may hold this flag (`flagforge build
+    /// --audience`); empty: server-side builds only.
+    pub expose: Vec<String>,
 }
 
 /// A half-open time window `[from, until)` in Unix nanoseconds.
@@ -396,6 +431,7 @@ impl RulesetIr {
                 }],
                 reads: vec!["market".into()],
                 propagation: Propagation::Eventual,
+                expose: Vec::new(),
             }],
         }
     }

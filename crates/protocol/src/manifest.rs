@@ -167,6 +167,9 @@ pub struct FlagInfo {
     pub is_static: bool,
     /// How fresh the flag must be on a host.
     pub propagation: Propagation,
+    /// Audiences whose builds may hold this flag (e.g. `browser`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
     /// Lifecycle metadata.
     #[serde(default)]
     pub lifecycle: Lifecycle,

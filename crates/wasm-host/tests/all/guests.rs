@@ -36,6 +36,7 @@ fn flag(key: &str) -> FlagInfo {
         reads: vec![],
         is_static: false,
         propagation: flagforge_protocol::Propagation::Immediate,
+        expose: Vec::new(),
         lifecycle: Lifecycle::default(),
     }
 }
