@@ -37,5 +37,5 @@ done
 cp bindings/js/* bindings/pkg/
 # wasm-bindgen's Node build is CommonJS inside a "type": "module" package.
 echo '{ "type": "commonjs" }' > bindings/pkg/node/package.json
-cp bindings/package.json bindings/pkg/package.json
+cp bindings/package.json bindings/README.md bindings/pkg/
 log "built bindings/pkg ($(du -sh bindings/pkg | cut -f1); gzipped wasm $(gzip -9c bindings/pkg/web/flagforge_bg.wasm | wc -c) bytes)"

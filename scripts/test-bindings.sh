@@ -12,5 +12,6 @@ mkdir -p target/conformance
 target/release/flagforge build corpus -o target/conformance/corpus.wasm >/dev/null
 target/release/flagforge build rules-examples/checkout -o target/conformance/checkout.wasm >/dev/null
 (cd bindings/tests && npm ci --no-audit --no-fund --loglevel=error)
+(cd examples/bff-node && npm ci --no-audit --no-fund --loglevel=error)
 node --test --test-reporter=spec bindings/tests/node.test.js bindings/tests/chromium.test.js \
-  bindings/tests/live.test.js
+  bindings/tests/live.test.js bindings/tests/bff.test.js
