@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 pub mod conformance;
+mod decisions;
 mod demo;
 mod distribution_demo;
 
@@ -82,6 +83,60 @@ enum Command {
     Test {
         /// A ruleset directory.
         path: PathBuf,
+    },
+    /// Decide flags once for a workflow: print the signed decision context header value.
+    Decide {
+        /// The module.
+        module: PathBuf,
+        /// Flags to decide, comma-separated.
+        #[arg(long)]
+        flags: String,
+        /// The context: inline JSON, or @file.json.
+        #[arg(long)]
+        context: String,
+        /// The decider's key pair (from `flagforge keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The workflow's correlation id (default: generated).
+        #[arg(long)]
+        correlation_id: Option<String>,
+        /// How long downstream services accept the decision.
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// The module's published version, recorded in the context.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Also write a decision record (context + header) for `flagforge replay`.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Verify a decision context header value; print it as JSON or fail with the reason.
+    VerifyDecision {
+        /// The header value.
+        value: String,
+        /// A trusted decider key (public key or key pair file; repeatable for rotation).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Verify as of this instant instead of now (RFC 3339).
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Re-evaluate a decision record against the module with the recorded hash.
+    Replay {
+        /// The record (JSON: {"context": …, "decision": header value}).
+        record: PathBuf,
+        /// A trusted decider key (repeatable).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Module files to search for the recorded hash (repeatable).
+        #[arg(long = "module")]
+        modules: Vec<PathBuf>,
+        /// A host's snapshot directory to search.
+        #[arg(long)]
+        snapshot_dir: Option<PathBuf>,
+        /// Search the modules topic's history on this broker.
+        #[arg(long)]
+        brokers: Option<String>,
     },
     /// Create an Ed25519 key pair for signing modules: DIR/flagforge.key and DIR/flagforge.pub.
     Keygen {
@@ -175,6 +230,62 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let report = conformance::run_dir(&path)?;
             report.print();
             Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Decide {
+            module,
+            flags,
+            context,
+            key,
+            correlation_id,
+            ttl,
+            version,
+            record,
+        } => {
+            let header = decisions::decide(
+                &module,
+                &flags,
+                &context,
+                &key,
+                correlation_id,
+                &ttl,
+                version,
+                record.as_deref(),
+            )?;
+            outln!("{header}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyDecision { value, keys, now } => {
+            match decisions::verify(&value, &keys, now.as_deref()) {
+                Ok(json) => {
+                    outln!("{}", serde_json::to_string_pretty(&json)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("rejected: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Replay {
+            record,
+            keys,
+            modules,
+            snapshot_dir,
+            brokers,
+        } => {
+            let (report, ok) = decisions::replay(
+                &record,
+                &keys,
+                &modules,
+                snapshot_dir.as_deref(),
+                brokers.as_deref(),
+            )?;
+            outln!("{}", report.trim_end());
+            Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -81,7 +81,10 @@ impl PublicKey {
         PublicKey::from_text(&read(path)?)
     }
 
-    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+    /// Checks an Ed25519 signature (strict verification). Callers domain-separate their
+    /// messages (envelopes and decision contexts sign different prefixes).
+    #[must_use]
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
             return false;
         };
@@ -164,7 +167,9 @@ impl KeyPair {
         std::fs::write(&public, format!("{}\n", self.public.to_text())).map_err(|e| io(&public, e))
     }
 
-    pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
+    /// Signs a message (64-byte Ed25519 signature). Callers domain-separate their messages.
+    #[must_use]
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.key.sign(message).to_bytes().to_vec()
     }
 }

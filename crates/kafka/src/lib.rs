@@ -9,7 +9,7 @@ mod publish;
 mod registry;
 mod subscribe;
 
-pub use publish::{Published, Publisher};
+pub use publish::{history, Published, Publisher};
 pub use registry::{Installed, Offer, Registry, Served, Source};
 pub use subscribe::Subscriber;
 

@@ -352,3 +352,64 @@ impl Publisher {
         })
     }
 }
+
+/// Every decodable envelope still on the modules topic (compaction keeps at least the newest
+/// per ruleset), oldest first: what `flagforge replay` searches for a recorded module hash.
+pub fn history(config: &KafkaConfig) -> Result<Vec<Envelope>, KafkaError> {
+    let consumer: BaseConsumer = config
+        .client(&[
+            ("group.id", "flagforge-history"),
+            ("enable.auto.commit", "false"),
+            ("fetch.wait.max.ms", "10"),
+            ("max.partition.fetch.bytes", "2000000"),
+        ])
+        .create()?;
+    let ids = partitions(&consumer)?.unwrap_or_default();
+    let mut tpl = TopicPartitionList::new();
+    let mut high = BTreeMap::new();
+    for &p in &ids {
+        let (low, h) = consumer.fetch_watermarks(MODULES_TOPIC, p, Duration::from_secs(10))?;
+        if h > low {
+            high.insert(p, h);
+            tpl.add_partition_offset(MODULES_TOPIC, p, Offset::Beginning)?;
+        }
+    }
+    if high.is_empty() {
+        return Ok(Vec::new());
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !high.is_empty() {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Client(
+                "timed out reading the modules topic".into(),
+            ));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                if let Some(env) = msg.payload().and_then(|p| Envelope::decode(p).ok()) {
+                    out.push(env);
+                }
+                if high
+                    .get(&msg.partition())
+                    .is_some_and(|h| msg.offset() + 1 >= *h)
+                {
+                    high.remove(&msg.partition());
+                }
+            }
+            Some(Err(_)) | None => {
+                if let Ok(pos) = consumer.position() {
+                    for e in pos.elements() {
+                        if let Offset::Offset(n) = e.offset() {
+                            if high.get(&e.partition()).is_some_and(|h| n >= *h) {
+                                high.remove(&e.partition());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

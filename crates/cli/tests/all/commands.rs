@@ -230,3 +230,101 @@ fn keygen_writes_a_key_pair_and_never_overwrites_it() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 }
+
+#[test]
+fn decide_verify_and_replay_round_trip_and_refuse_with_their_own_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_owned();
+    assert!(flagforge(&["keygen", "--out", &d("k")]).status.success());
+    assert!(flagforge(&["keygen", "--out", &d("other")])
+        .status
+        .success());
+    let wasm = built_checkout(dir.path());
+    let o = flagforge(&[
+        "decide",
+        &wasm,
+        "--flags",
+        "FulfillmentRoutingMode,TaxCalculationMode",
+        "--context",
+        r#"{"tenant":"acme-fr","market":"FR","customer_id":"c-1001"}"#,
+        "--key",
+        &d("k/flagforge.key"),
+        "--correlation-id",
+        "order-42",
+        "--record",
+        &d("rec.json"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let header = stdout(&o).trim().to_owned();
+    let verify = |value: &str, key: &str, extra: &[&str]| {
+        let mut args = vec!["verify-decision", value, "--key", key];
+        args.extend_from_slice(extra);
+        flagforge(&args)
+    };
+    let ok = verify(&header, &d("k/flagforge.pub"), &[]);
+    assert!(ok.status.success());
+    let json: serde_json::Value = serde_json::from_str(&stdout(&ok)).unwrap();
+    assert_eq!(json["correlation_id"], "order-42");
+    assert_eq!(
+        json["decisions"]["FulfillmentRoutingMode"]["variant"],
+        "NEW_PRIMARY"
+    );
+
+    let reason = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let wrong = verify(&header, &d("other/flagforge.pub"), &[]);
+    assert!(
+        !wrong.status.success() && reason(&wrong).contains("[unknown_key]"),
+        "{}",
+        reason(&wrong)
+    );
+    let expired = verify(
+        &header,
+        &d("k/flagforge.pub"),
+        &["--now", "2099-01-01T00:00:00Z"],
+    );
+    assert!(
+        !expired.status.success() && reason(&expired).contains("[expired]"),
+        "{}",
+        reason(&expired)
+    );
+    // Flip one character of the signed payload.
+    let mut chars: Vec<char> = header.chars().collect();
+    let i = chars.len() / 2;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    let flipped: String = chars.into_iter().collect();
+    let bad = verify(&flipped, &d("k/flagforge.pub"), &[]);
+    assert!(!bad.status.success(), "a flipped byte must be refused");
+    assert!(
+        reason(&bad).contains("[bad_signature]") || reason(&bad).contains("[malformed]"),
+        "{}",
+        reason(&bad)
+    );
+
+    let replay = |extra: &[&str]| {
+        let rec = d("rec.json");
+        let key = d("k/flagforge.pub");
+        let mut args = vec![
+            "replay",
+            rec.as_str(),
+            "--key",
+            key.as_str(),
+            "--module",
+            wasm.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        flagforge(&args)
+    };
+    let confirmed = replay(&[]);
+    assert!(confirmed.status.success(), "{}", stdout(&confirmed));
+    assert!(stdout(&confirmed).contains("CONFIRMED: every recorded decision replays identically"));
+    // A record altered by hand: another tenant.
+    let text = std::fs::read_to_string(d("rec.json")).unwrap();
+    std::fs::write(d("rec.json"), text.replace("acme-fr", "shop-9")).unwrap();
+    let differs = replay(&[]);
+    assert!(!differs.status.success());
+    assert!(
+        stdout(&differs).contains("DIFFERS    FulfillmentRoutingMode: recorded NEW_PRIMARY"),
+        "{}",
+        stdout(&differs)
+    );
+}
