@@ -102,13 +102,15 @@ pub fn replay(
     // Replays happen after expiry: check the signature and format, not the clock.
     let d = match DecisionContext::verify(header, &trusted(keys)?, i64::MIN) {
         Ok(d) => d,
-        Err(e) => return Ok((
-            format!(
+        Err(e) => {
+            return Ok((
+                format!(
                 "NOT CONFIRMED: the recorded decision context was altered or is not ours: {e} [{}]",
                 e.kind()
             ),
-            false,
-        )),
+                false,
+            ))
+        }
     };
     let mut out = format!(
         "decision {} made {} by key {}\n",

@@ -24,6 +24,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod carry;
 mod lookup;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use flagforge_protocol::{Context, Reason, Value};
 use serde::{Deserialize, Serialize};
 use wasm_host::LoadedModule;
 
+pub use carry::{attach_http, attach_kafka, read_http, read_kafka};
 pub use lookup::{Lookup, Mismatches, Resolved, Source};
 
 /// The HTTP header and Kafka message header carrying a decision context.
