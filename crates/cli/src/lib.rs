@@ -187,6 +187,10 @@ enum Command {
         /// from a host reachable by browsers.
         #[arg(long)]
         cors_origin: Option<String>,
+        /// A trusted decider key: OFREP requests carrying a decision context (header
+        /// `flagforge-decision`) signed by it get the carried answers (repeatable).
+        #[arg(long = "decision-key")]
+        decision_keys: Vec<PathBuf>,
         /// librdkafka setting passed through (repeatable).
         #[arg(short = 'X', value_name = "KEY=VALUE")]
         settings: Vec<String>,
@@ -314,6 +318,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             rulesets,
             cors_origin,
+            decision_keys,
             settings,
         } => host(
             brokers,
@@ -322,6 +327,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             rulesets,
             cors_origin,
+            &decision_keys,
             &settings,
         ),
         Command::Demo { examples, brokers } => {
@@ -398,6 +404,7 @@ fn host(
     listen: std::net::SocketAddr,
     rulesets: Vec<String>,
     cors_origin: Option<String>,
+    decision_keys: &[PathBuf],
     settings: &[String],
 ) -> Result<ExitCode> {
     let keys = trusted_keys
@@ -411,6 +418,12 @@ fn host(
         listen,
         rulesets,
         cors_origin,
+        decision_keys: flagforge_distribution::TrustedKeys::new(
+            decision_keys
+                .iter()
+                .map(|p| flagforge_distribution::PublicKey::read(p))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -54,6 +54,8 @@ pub struct DaemonConfig {
     /// Origin allowed to fetch modules and their events from a browser (CORS), e.g.
     /// `https://shop.example` or `*`; `None` sends no CORS headers.
     pub cors_origin: Option<String>,
+    /// Keys whose decision contexts (header `flagforge-decision`) are honoured.
+    pub decision_keys: TrustedKeys,
 }
 
 /// Shared state of the HTTP handlers.
@@ -68,6 +70,8 @@ pub struct AppState {
     pub started: Instant,
     /// `Access-Control-Allow-Origin` for the module routes.
     pub cors_origin: Option<axum::http::HeaderValue>,
+    /// Keys whose decision contexts are honoured.
+    pub decision_keys: TrustedKeys,
 }
 
 /// A started daemon: the bound address and the tasks; dropping it stops everything.
@@ -103,6 +107,7 @@ pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
             rulesets: config.rulesets.clone(),
             metrics: Metrics::new().map_err(setup)?,
             started: Instant::now(),
+            decision_keys: config.decision_keys.clone(),
             cors_origin: match &config.cors_origin {
                 Some(o) => Some(axum::http::HeaderValue::from_str(o).map_err(|_| {
                     setup(format!("--cors-origin `{o}` is not a valid header value"))

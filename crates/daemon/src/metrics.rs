@@ -17,6 +17,8 @@ pub struct Metrics {
     module_age: IntGaugeVec,
     serving_for: IntGaugeVec,
     fallbacks: IntCounterVec,
+    mismatches: IntCounterVec,
+    decisions: IntCounterVec,
     contact_age: prometheus::IntGauge,
     lag: prometheus::IntGauge,
     stale: IntGaugeVec,
@@ -68,6 +70,20 @@ impl Metrics {
             ),
             &["flag", "error_code"],
         )?;
+        let mismatches = IntCounterVec::new(
+            Opts::new(
+                "flagforge_decision_mismatches_total",
+                "Carried decisions that differ from this host's module now (the carried answer was served), by flag",
+            ),
+            &["flag"],
+        )?;
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "flagforge_decision_contexts_total",
+                "Evaluations that came with a decision context, by outcome (carried, local, or the refusal)",
+            ),
+            &["outcome"],
+        )?;
         let contact_age = prometheus::IntGauge::new(
             "flagforge_broker_contact_age_milliseconds",
             "Milliseconds since the broker was last confirmed reachable (-1: never)",
@@ -86,7 +102,7 @@ impl Metrics {
         prom.register(Box::new(contact_age.clone()))?;
         prom.register(Box::new(lag.clone()))?;
         prom.register(Box::new(stale.clone()))?;
-        for c in [&evaluations, &rejected, &fallbacks] {
+        for c in [&evaluations, &rejected, &fallbacks, &mismatches, &decisions] {
             prom.register(Box::new(c.clone()))?;
         }
         for g in [&version, &module_age, &serving_for] {
@@ -101,10 +117,22 @@ impl Metrics {
             module_age,
             serving_for,
             fallbacks,
+            mismatches,
+            decisions,
             contact_age,
             lag,
             stale,
         })
+    }
+
+    /// Counts a decision mismatch for `flag`.
+    pub fn mismatch(&self, flag: &str) {
+        self.mismatches.with_label_values(&[flag]).inc();
+    }
+
+    /// Counts an evaluation that came with a decision context.
+    pub fn decision(&self, outcome: &str) {
+        self.decisions.with_label_values(&[outcome]).inc();
     }
 
     /// Counts one answer.

@@ -131,7 +131,12 @@ fn lookup_order(
     Ok(all)
 }
 
-async fn evaluate_one(State(state): Shared, Path(key): Path<String>, body: Bytes) -> Response {
+async fn evaluate_one(
+    State(state): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let ctx = match context_of(&body, Some(&key)) {
         Ok(c) => c,
         Err(resp) => return *resp,
@@ -152,6 +157,36 @@ async fn evaluate_one(State(state): Shared, Path(key): Path<String>, body: Bytes
         );
     };
     let ctx = with_now(&module, &ctx);
+    // A workflow's decision context (header `flagforge-decision`): the carried answer wins.
+    if let Some(header) = flagforge_decision::read_http(&headers) {
+        let mismatches = flagforge_decision::Mismatches::default();
+        let resolved = tokio::task::block_in_place(|| {
+            let lookup = flagforge_decision::Lookup::new(
+                &module.module,
+                Some(header),
+                &state.decision_keys,
+                flagforge_decision::now_ms(),
+                &mismatches,
+                true,
+            );
+            lookup.resolve(&key, &ctx)
+        });
+        for (flag, n) in mismatches.counts() {
+            for _ in 0..n {
+                state.metrics.mismatch(&flag);
+            }
+        }
+        let outcome = match &resolved.source {
+            flagforge_decision::Source::Carried => "carried",
+            flagforge_decision::Source::Local => "local",
+            flagforge_decision::Source::Rejected(kind) => kind,
+        };
+        state.metrics.decision(outcome);
+        state.metrics.evaluated(&resolved.resolution);
+        let mut body = ofrep_success(&resolved.resolution, &ruleset, &module);
+        body["metadata"]["decision"] = JsonValue::String(outcome.to_owned());
+        return Json(body).into_response();
+    }
     let r = tokio::task::block_in_place(|| module.module.evaluate(&key, &ctx, false));
     state.metrics.evaluated(&r);
     Json(ofrep_success(&r, &ruleset, &module)).into_response()

@@ -94,6 +94,7 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
     rt.block_on(publisher.publish("checkout", v1.clone(), &key, now(), None, None))
         .unwrap();
 
+    let decider = KeyPair::generate().unwrap();
     let snapshots = tempfile::tempdir().unwrap();
     let config = DaemonConfig {
         kafka: Some(kafka.clone()),
@@ -102,6 +103,7 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         listen: "127.0.0.1:0".parse().unwrap(),
         rulesets: vec!["checkout".into()],
         cors_origin: Some("*".into()),
+        decision_keys: TrustedKeys::new([decider.public()]),
     };
     let running = rt.block_on(start(config.clone())).unwrap();
     let base = format!("http://{}", running.addr);
@@ -237,6 +239,54 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         fraud_engine_in_france(&base) == ("engine_v2".into(), 2)
     });
     assert_eq!(next_event()["version"], 2, "the events stream announces v2");
+
+    // A decision context decided at the edge on v1 (v3 fraud engine in France): the host now
+    // serves v2 but answers the carried decision, and counts the mismatch.
+    let v1_module = wasm_host::Host::new(wasm_host::Limits::default())
+        .unwrap()
+        .load(&v1)
+        .unwrap();
+    let mut fr = flagforge_protocol::Context::new();
+    fr.insert("market".into(), flagforge_protocol::Value::from("FR"));
+    let carried = flagforge_decision::decide(
+        &v1_module,
+        Some(1),
+        &["FraudEngineRoutingMode"],
+        &fr,
+        "order-7",
+        flagforge_decision::now_ms(),
+        60_000,
+    )
+    .unwrap();
+    let with_decision = |header: &str| {
+        let mut resp = agent()
+            .post(&format!(
+                "{base}/ofrep/v1/evaluate/flags/FraudEngineRoutingMode"
+            ))
+            .header("content-type", "application/json")
+            .header(flagforge_decision::HEADER, header)
+            .send(r#"{"context":{"market":"FR"}}"#)
+            .unwrap();
+        serde_json::from_slice::<Value>(&resp.body_mut().read_to_vec().unwrap()).unwrap()
+    };
+    let answer = with_decision(&carried.encode(&decider));
+    assert_eq!(answer["variant"], "engine_v3");
+    assert_eq!(answer["reason"], "CACHED");
+    assert_eq!(answer["metadata"]["decision"], "carried");
+    let forged = with_decision(&carried.encode(&KeyPair::generate().unwrap()));
+    assert_eq!(
+        (forged["variant"].as_str(), forged["reason"].as_str()),
+        (Some("engine_v2"), Some("ERROR")),
+        "a refused context serves the flag's failure policy"
+    );
+    assert_eq!(forged["metadata"]["decision"], "unknown_key");
+    let metrics =
+        String::from_utf8(call("GET", &format!("{base}/metrics"), None, None).body).unwrap();
+    assert!(
+        metrics.contains("flagforge_decision_mismatches_total{flag=\"FraudEngineRoutingMode\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flagforge_decision_contexts_total{outcome=\"unknown_key\"} 1"));
 
     // Poison is rejected and counted; the last good version keeps serving.
     let raw: FutureProducer = rdkafka::ClientConfig::new()
