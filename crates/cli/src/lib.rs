@@ -320,16 +320,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             cors_origin,
             decision_keys,
             settings,
-        } => host(
-            brokers,
-            &trusted_keys,
-            snapshot_dir,
-            listen,
-            rulesets,
-            cors_origin,
-            &decision_keys,
-            &settings,
-        ),
+        } => {
+            let read_keys = |paths: &[PathBuf]| -> Result<flagforge_distribution::TrustedKeys> {
+                Ok(flagforge_distribution::TrustedKeys::new(
+                    paths
+                        .iter()
+                        .map(|p| flagforge_distribution::PublicKey::read(p))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ))
+            };
+            host(flagforge_daemon::DaemonConfig {
+                kafka: brokers.map(|b| kafka_config(&b, &settings)).transpose()?,
+                trusted: read_keys(&trusted_keys)?,
+                snapshot_dir,
+                listen,
+                rulesets,
+                cors_origin,
+                decision_keys: read_keys(&decision_keys)?,
+            })
+        }
         Command::Demo { examples, brokers } => {
             demo::run(&examples)?;
             distribution_demo::run(&examples, brokers.as_deref())?;
@@ -397,34 +406,7 @@ fn kafka_config(brokers: &str, settings: &[String]) -> Result<flagforge_kafka::K
     Ok(config)
 }
 
-fn host(
-    brokers: Option<String>,
-    trusted_keys: &[PathBuf],
-    snapshot_dir: PathBuf,
-    listen: std::net::SocketAddr,
-    rulesets: Vec<String>,
-    cors_origin: Option<String>,
-    decision_keys: &[PathBuf],
-    settings: &[String],
-) -> Result<ExitCode> {
-    let keys = trusted_keys
-        .iter()
-        .map(|p| flagforge_distribution::PublicKey::read(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let config = flagforge_daemon::DaemonConfig {
-        kafka: brokers.map(|b| kafka_config(&b, settings)).transpose()?,
-        trusted: flagforge_distribution::TrustedKeys::new(keys),
-        snapshot_dir,
-        listen,
-        rulesets,
-        cors_origin,
-        decision_keys: flagforge_distribution::TrustedKeys::new(
-            decision_keys
-                .iter()
-                .map(|p| flagforge_distribution::PublicKey::read(p))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-    };
+fn host(config: flagforge_daemon::DaemonConfig) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let running = flagforge_daemon::start(config).await?;
