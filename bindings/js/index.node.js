@@ -3,7 +3,7 @@ import { createRequire } from "node:module";
 import { makeLive } from "./live.js";
 
 const require = createRequire(import.meta.url);
-const { FlagEngine } = require("./node/flagforge.js");
+const { FlagEngine, verifyDecision } = require("./node/flagforge.js");
 
 /** Loads a module from a URL (e.g. a host daemon's /v1/modules/{ruleset}). */
 export async function loadFromUrl(url, init) {
@@ -13,4 +13,4 @@ export async function loadFromUrl(url, init) {
 }
 
 export const LiveFlags = makeLive(FlagEngine);
-export { FlagEngine };
+export { FlagEngine, verifyDecision };

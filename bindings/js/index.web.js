@@ -1,6 +1,6 @@
 // flagforge for browsers (ES module): initialises the bindings' own wasm once, then exposes
 // FlagEngine (runs a published module's bytes) and LiveFlags (keeps it current from a host).
-import init, { FlagEngine } from "./web/flagforge.js";
+import init, { FlagEngine, verifyDecision } from "./web/flagforge.js";
 import { makeLive } from "./live.js";
 
 await init({ module_or_path: new URL("./web/flagforge_bg.wasm", import.meta.url) });
@@ -13,4 +13,4 @@ export async function loadFromUrl(url, init) {
 }
 
 export const LiveFlags = makeLive(FlagEngine);
-export { FlagEngine };
+export { FlagEngine, verifyDecision };

@@ -465,6 +465,117 @@ impl FlagEngine {
     }
 }
 
+#[wasm_bindgen]
+impl FlagEngine {
+    /// Decides `flags` once for a workflow and returns the signed decision context header
+    /// value (`flagforge-decision`), exactly as `flagforge decide` and the Rust hosts make it.
+    /// `secretKey` is the text of a key file from `flagforge keygen`. Throws an `Error` with
+    /// `code` `bad_key` or `unknown_flag` (configuration mistakes, not input).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &self,
+        flags: Vec<String>,
+        #[wasm_bindgen(unchecked_param_type = "EvaluationContext | null | undefined")]
+        context: JsValue,
+        #[wasm_bindgen(js_name = correlationId)] correlation_id: &str,
+        #[wasm_bindgen(js_name = secretKey)] secret_key: &str,
+        #[wasm_bindgen(js_name = ttlMs)] ttl_ms: f64,
+        version: Option<f64>,
+        #[wasm_bindgen(js_name = nowMs)] now_ms: Option<f64>,
+    ) -> Result<String, JsValue> {
+        let key = flagforge_distribution::KeyPair::from_text(secret_key.trim())
+            .map_err(|e| load_error("bad_key", format!("not a flagforge secret key: {e}")))?;
+        let now = now_ms.unwrap_or_else(js_sys::Date::now) as i64;
+        let mut decisions = std::collections::BTreeMap::new();
+        for flag in &flags {
+            if self.manifest.flag(flag).is_none() {
+                return Err(load_error(
+                    "unknown_flag",
+                    format!(
+                        "flag `{flag}` is not defined in ruleset `{}`",
+                        self.manifest.ruleset
+                    ),
+                ));
+            }
+            let r = self
+                .context_bytes(&context)
+                .and_then(|c| self.with_instance(|i| i.evaluate(flag.as_bytes(), &c, 0)))
+                .and_then(|b| {
+                    decode::<Resolution>(&b).map_err(|e| CallError::BadResult(e.to_string()))
+                })
+                .unwrap_or_else(|e| self.fallback(flag, &e));
+            decisions.insert(
+                flag.clone(),
+                flagforge_decision::Carried {
+                    ruleset: 0,
+                    value: r.value,
+                    variant: r.variant,
+                    reason: r.reason,
+                },
+            );
+        }
+        let d = flagforge_decision::DecisionContext {
+            correlation_id: correlation_id.to_owned(),
+            decided_at_ms: now,
+            expires_at_ms: now.saturating_add(ttl_ms as i64),
+            key_id: String::new(),
+            rulesets: vec![flagforge_decision::RulesetRef {
+                name: self.manifest.ruleset.clone(),
+                version: version.map(|v| v as u64),
+                sha256: self.hash.clone(),
+            }],
+            decisions,
+        };
+        Ok(d.encode(&key))
+    }
+}
+
+/// Verifies a decision context header value against trusted public keys (texts of `.pub`
+/// files from `flagforge keygen`). Never throws: `{ ok: true, context }` or
+/// `{ ok: false, kind, error }` with `kind` one of `malformed`, `unsupported_format`,
+/// `unknown_key`, `bad_signature`, `expired`, `bad_key`.
+#[wasm_bindgen(js_name = verifyDecision)]
+pub fn verify_decision(
+    header: &str,
+    #[wasm_bindgen(js_name = publicKeys)] public_keys: Vec<String>,
+    #[wasm_bindgen(js_name = nowMs)] now_ms: Option<f64>,
+) -> JsValue {
+    let out = js_sys::Object::new();
+    let set = |k: &str, v: JsValue| {
+        let _ = Reflect::set(&out, &JsValue::from_str(k), &v);
+    };
+    let keys: Result<Vec<_>, _> = public_keys
+        .iter()
+        .map(|k| flagforge_distribution::PublicKey::from_text(k.trim()))
+        .collect();
+    let keys = match keys {
+        Ok(k) => k,
+        Err(e) => {
+            set("ok", JsValue::FALSE);
+            set("kind", "bad_key".into());
+            set("error", format!("not a flagforge public key: {e}").into());
+            return out.into();
+        }
+    };
+    let now = now_ms.unwrap_or_else(js_sys::Date::now) as i64;
+    match flagforge_decision::DecisionContext::verify(
+        header,
+        &flagforge_distribution::TrustedKeys::new(keys),
+        now,
+    ) {
+        Ok(d) => {
+            set("ok", JsValue::TRUE);
+            set("context", value_to_js(&d.describe()));
+        }
+        Err(e) => {
+            set("ok", JsValue::FALSE);
+            set("kind", e.kind().into());
+            set("error", e.to_string().into());
+        }
+    }
+    out.into()
+}
+
 fn trap_text(e: &JsValue) -> String {
     match trap(e.clone()) {
         CallError::Trap(m) => m,

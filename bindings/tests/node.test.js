@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { root, golden, goldenNames, moduleBytes, disagreements } from "./common.js";
+import { root, golden, goldenNames, moduleBytes, modulesDir, disagreements } from "./common.js";
 import { runCases, runEncodings } from "./run-cases.js";
 
 const { FlagEngine } = await import(path.join(root, "bindings/pkg/index.node.js"));
@@ -93,4 +93,40 @@ test("node: the package gives the same JSON as `flagforge eval`", async () => {
     const mine = Object.fromEntries(engine.evaluateAll(ctx).map((r) => [r.key, r]));
     assert.deepEqual(mine, all);
   }
+});
+
+test("node: decision contexts made in JS verify in Rust and the other way round", async () => {
+  const { verifyDecision } = await import(path.join(root, "bindings/pkg/index.node.js"));
+  const { mkdtempSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const cli = path.join(root, "target/release/flagforge");
+  const dir = mkdtempSync(path.join(tmpdir(), "flagforge-decision-"));
+  execFileSync(cli, ["keygen", "--out", path.join(dir, "k")]);
+  execFileSync(cli, ["keygen", "--out", path.join(dir, "other")]);
+  const secret = readFileSync(path.join(dir, "k/flagforge.key"), "utf8");
+  const pub = readFileSync(path.join(dir, "k/flagforge.pub"), "utf8");
+  const otherPub = readFileSync(path.join(dir, "other/flagforge.pub"), "utf8");
+  const engine = await FlagEngine.load(moduleBytes("checkout"));
+  const ctx = { tenant: "acme-fr", market: "FR", customer_id: "c-1001", now: "2026-12-10T09:00:00Z" };
+  const flags = ["FulfillmentRoutingMode", "TaxCalculationMode"];
+
+  // JS decides, the Rust CLI verifies.
+  const header = engine.decide(flags, ctx, "order-js-1", secret, 60000);
+  const decoded = JSON.parse(execFileSync(cli, ["verify-decision", header, "--key", path.join(dir, "k/flagforge.pub")], { encoding: "utf8" }));
+  assert.equal(decoded.correlation_id, "order-js-1");
+  assert.equal(decoded.rulesets[0].sha256, engine.hash);
+  for (const f of flags) assert.equal(decoded.decisions[f].variant, engine.evaluate(f, ctx).variant);
+
+  // The Rust CLI decides, JS verifies; refusals come back as values with their kind.
+  const wasm = path.join(modulesDir, "checkout.wasm");
+  const rustHeader = execFileSync(cli, ["decide", wasm, "--flags", flags.join(","), "--context", JSON.stringify(ctx),
+    "--key", path.join(dir, "k/flagforge.key"), "--correlation-id", "order-rs-1"], { encoding: "utf8" }).trim();
+  const ok = verifyDecision(rustHeader, [pub]);
+  assert.equal(ok.ok, true);
+  assert.equal(ok.context.correlation_id, "order-rs-1");
+  assert.equal(ok.context.decisions.FulfillmentRoutingMode.variant, "NEW_PRIMARY");
+  assert.equal(verifyDecision(rustHeader, [otherPub]).kind, "unknown_key");
+  assert.equal(verifyDecision(rustHeader, [pub], Date.now() + 3600e3).kind, "expired");
+  assert.equal(verifyDecision(rustHeader.slice(0, -2) + (rustHeader.endsWith("A") ? "BB" : "AA"), [pub]).ok, false);
+  assert.throws(() => engine.decide(["NoSuchFlag"], ctx, "x", secret, 1000), (e) => e.code === "unknown_flag");
 });

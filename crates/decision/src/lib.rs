@@ -24,7 +24,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(feature = "host")]
 mod carry;
+#[cfg(feature = "host")]
 mod lookup;
 
 use std::collections::BTreeMap;
@@ -33,11 +35,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use flagforge_distribution::{KeyPair, TrustedKeys};
 use flagforge_protocol::time::format_timestamp;
-use flagforge_protocol::{Context, Reason, Value};
+#[cfg(feature = "host")]
+use flagforge_protocol::Context;
+use flagforge_protocol::{Reason, Value};
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "host")]
 use wasm_host::LoadedModule;
 
+#[cfg(feature = "host")]
 pub use carry::{attach_http, attach_kafka, read_http, read_kafka};
+#[cfg(feature = "host")]
 pub use lookup::{Lookup, Mismatches, Resolved, Source};
 
 /// The HTTP header and Kafka message header carrying a decision context.
@@ -358,6 +365,7 @@ impl DecisionContext {
 /// Evaluates `flags` once on `module` and returns the (unsigned) decision context; sign and
 /// encode it with [`DecisionContext::encode`]. `version` is the module's envelope version when
 /// known (hosts know it; a module read from a file does not).
+#[cfg(feature = "host")]
 pub fn decide(
     module: &LoadedModule,
     version: Option<u64>,
@@ -398,6 +406,7 @@ pub fn decide(
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.
+#[cfg(feature = "host")]
 #[must_use]
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -405,5 +414,5 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "host"))]
 mod tests;

@@ -106,6 +106,7 @@ impl std::fmt::Debug for KeyPair {
 
 impl KeyPair {
     /// A new random key pair.
+    #[cfg(feature = "generate")]
     pub fn generate() -> Result<KeyPair, KeyError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
