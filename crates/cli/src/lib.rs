@@ -14,6 +14,7 @@ macro_rules! outln {
     }};
 }
 
+mod bench;
 pub mod conformance;
 mod decisions;
 mod demo;
@@ -83,6 +84,21 @@ enum Command {
     Test {
         /// A ruleset directory.
         path: PathBuf,
+    },
+    /// Measure evaluation cost for a ruleset: native vs wasmtime ns/op, one flag and all
+    /// flags, and module compile/load time.
+    Bench {
+        /// A ruleset directory, a rule file, or a module (.wasm).
+        path: PathBuf,
+        /// The context: inline JSON, or @file.json (default: the first demo scenario or test).
+        #[arg(long)]
+        context: Option<String>,
+        /// Measure only this flag (default: every flag).
+        #[arg(long)]
+        flag: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Decide flags once for a workflow: print the signed decision context header value.
     Decide {
@@ -238,6 +254,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Bench {
+            path,
+            context,
+            flag,
+            json,
+        } => {
+            let report = bench::run(&path, context.as_deref(), flag.as_deref())?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                outln!("{}", bench::table(&report).trim_end());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Decide {
             module,

@@ -192,3 +192,41 @@ pub fn link(guest: &[u8], rules: &[u8]) -> Result<Vec<u8>, LinkError> {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// The compiled rules a linked module carries (the inverse of [`link`]): what native
+/// evaluator-core needs to evaluate the same module without wasm (`flagforge bench`).
+pub fn extract_rules(module: &[u8]) -> Result<Vec<u8>, LinkError> {
+    let mut segments: Vec<(u64, &[u8])> = Vec::new();
+    for s in sections(module)? {
+        if s.id != 11 {
+            continue;
+        }
+        let reader = DataSectionReader::new(BinaryReader::new(s.body, 0)).map_err(malformed)?;
+        for d in reader {
+            let d = d.map_err(malformed)?;
+            if let DataKind::Active { offset_expr, .. } = d.kind {
+                segments.push((u64::from(const_i32(&offset_expr)? as u32), d.data));
+            }
+        }
+    }
+    let (addr, len) = segments
+        .iter()
+        .find_map(|(_, data)| {
+            let at = data
+                .windows(RULES_MARKER.len())
+                .position(|w| w == RULES_MARKER)?;
+            let loc = data.get(at + RULES_MARKER.len()..at + RULES_MARKER.len() + 8)?;
+            let word = |b: &[u8]| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            Some((word(&loc[..4]), word(&loc[4..])))
+        })
+        .ok_or_else(|| {
+            LinkError::Layout("no rules marker: not a linked flagforge module".into())
+        })?;
+    segments
+        .iter()
+        .find_map(|(offset, data)| {
+            let start = addr.checked_sub(*offset)? as usize;
+            data.get(start..start + len as usize).map(<[u8]>::to_vec)
+        })
+        .ok_or_else(|| LinkError::Layout("the rules' data segment is missing".into()))
+}

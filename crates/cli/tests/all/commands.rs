@@ -328,3 +328,31 @@ fn decide_verify_and_replay_round_trip_and_refuse_with_their_own_reasons() {
         stdout(&differs)
     );
 }
+
+#[test]
+fn bench_reports_native_and_wasmtime_cost_and_their_ratio() {
+    let dir = rules_examples::dir("checkout");
+    let o = flagforge(&[
+        "bench",
+        dir.to_str().unwrap(),
+        "--flag",
+        "FraudEngineRoutingMode",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let f = &r["flags"][0];
+    assert_eq!(f["flag"], "FraudEngineRoutingMode");
+    for k in ["native_ns", "wasmtime_ns", "ratio"] {
+        assert!(f[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {f}");
+    }
+    assert!(r["all_flags"]["ratio"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(r["wasmtime_load_ms"].as_f64().is_some_and(|v| v > 0.0));
+    // A module file works too (the rules are read back out of it for the native side).
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = built_checkout(tmp.path());
+    let o = flagforge(&["bench", &wasm, "--flag", "TaxCalculationMode"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("TaxCalculationMode"));
+    assert!(stdout(&o).contains("wasmtime validate + compile + instantiate"));
+}
