@@ -39,6 +39,10 @@ use wasmtime::{Config, Engine, OptLevel};
 pub struct Limits {
     /// Fuel (roughly, Wasm instructions) one evaluation call may burn.
     pub fuel_per_call: u64,
+    /// Fuel for readying an instance (the module decodes its rules once per instance) and
+    /// for reading the manifest: large rulesets (10,000 flags, 100,000-member segments) need
+    /// far more than one evaluation, and this work is off the request path.
+    pub fuel_per_load: u64,
     /// Most linear memory one instance may grow to (bytes).
     pub memory_bytes: usize,
     /// Largest module accepted (bytes).
@@ -53,6 +57,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             fuel_per_call: 50_000_000,
+            fuel_per_load: 1_000_000_000,
             memory_bytes: 64 * 1024 * 1024,
             max_module_bytes: limits::MAX_MODULE_BYTES,
             max_context_bytes: limits::MAX_CONTEXT_BYTES,

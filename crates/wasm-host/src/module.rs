@@ -192,7 +192,7 @@ impl LoadedModule {
         };
         let mut slot = loaded.new_slot()?;
         slot.store
-            .set_fuel(limits.fuel_per_call)
+            .set_fuel(limits.fuel_per_load)
             .map_err(|e| LoadError::Unusable(e.to_string()))?;
         let found = slot
             .exports
@@ -254,11 +254,21 @@ impl LoadedModule {
             manifest: typed(&instance, &mut store, abi::EXPORT_MANIFEST)?,
         };
         self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
-        Ok(Slot {
+        let mut slot = Slot {
             store,
             exports,
             input: None,
+        };
+        // Ready the instance under the load budget: the first call decodes the module's rules
+        // (an unknown, empty flag key: the answer is a small FLAG_NOT_FOUND, discarded).
+        slot.store
+            .set_fuel(self.limits.fuel_per_load)
+            .map_err(|e| LoadError::Unusable(e.to_string()))?;
+        self.call_packed(&mut slot, |store, ex| {
+            ex.evaluate.call(store, (0, 0, 0, 0, 0))
         })
+        .map_err(|e| LoadError::Unusable(format!("readying an instance: {e}")))?;
+        Ok(slot)
     }
 
     fn checkout(&self) -> Result<Slot, CallError> {

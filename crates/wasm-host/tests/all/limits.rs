@@ -91,3 +91,38 @@ fn many_threads_evaluate_the_real_module_concurrently() {
     });
     assert!(m.stats().instances_created.load(Ordering::Relaxed) <= 5);
 }
+
+/// Regression: the rules are decoded inside the module once per instance, and for a large
+/// ruleset that took more than one evaluation's fuel, so the load (manifest) failed and every
+/// fresh instance's first evaluation ran out of fuel. Instances are now readied under the
+/// load budget (`Limits::fuel_per_load`).
+#[test]
+fn a_ten_thousand_flag_ruleset_loads_and_every_new_instance_answers() {
+    let mut yaml = String::from("ruleset: big\ncontext: { market: string }\nflags:\n");
+    for i in 0..10_000 {
+        yaml.push_str(&format!(
+            "  - {{ key: F{i}, kind: ops, owner: t, variants: {{ on: true, off: false }}, default: off, rules: [ {{ when: 'market == \"M{i}\"', serve: on }} ] }}\n"
+        ));
+    }
+    let compiled = flagforge_compiler::compile_sources(&[flagforge_compiler::SourceFile {
+        path: "big.yaml".into(),
+        text: yaml,
+    }])
+    .unwrap();
+    let module = Host::new(Limits::default())
+        .unwrap()
+        .load(&compiled.module)
+        .unwrap();
+    assert_eq!(module.manifest().flags.len(), 10_000);
+    let mut ctx = flagforge_protocol::Context::new();
+    ctx.insert("market".into(), flagforge_protocol::Value::from("M9999"));
+    // Several threads at once force several fresh instances.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let r = module.evaluate("F9999", &ctx, false);
+                assert_eq!(r.variant.as_deref(), Some("on"), "{r:?}");
+            });
+        }
+    });
+}
