@@ -37,6 +37,27 @@ pub fn to_context(js: &JsValue) -> Result<Context, ContextError> {
     }
 }
 
+/// Only the named attributes of a context object (what a flag's answer can depend on), as
+/// the Rust hosts send: other members are neither read nor checked.
+pub fn pick_context(js: &JsValue, names: &[String]) -> Result<Context, ContextError> {
+    if js.is_null() || js.is_undefined() {
+        return Ok(Context::new());
+    }
+    if !js.is_object() || Array::is_array(js) || js.is_function() {
+        return Err(ContextError("the context must be an object".to_owned()));
+    }
+    let mut out = Context::new();
+    for name in names {
+        let v = js_sys::Reflect::get(js, &JsValue::from_str(name))
+            .map_err(|_| ContextError(format!("context.{name}: unreadable")))?;
+        if v.is_undefined() {
+            continue;
+        }
+        out.insert(name.clone(), to_value(&v, &format!("context.{name}"), 1)?);
+    }
+    Ok(out)
+}
+
 fn to_value(js: &JsValue, path: &str, depth: usize) -> Result<Value, ContextError> {
     if js.is_null() || js.is_undefined() {
         return Ok(Value::Null);

@@ -291,6 +291,8 @@ pub struct FlagEngine {
     manifest_js: JsValue,
     hash: String,
     size: usize,
+    reads: std::collections::HashMap<String, Vec<String>>,
+    reads_all: Vec<String>,
 }
 
 #[wasm_bindgen]
@@ -335,6 +337,8 @@ impl FlagEngine {
         Ok(FlagEngine {
             module,
             instance: Rc::new(RefCell::new(Some(instance))),
+            reads: manifest.answer_reads(),
+            reads_all: manifest.all_reads(),
             manifest,
             manifest_js,
             hash,
@@ -381,7 +385,7 @@ impl FlagEngine {
             0
         };
         let out = self
-            .context_bytes(&context)
+            .context_bytes(&context, Some(flag_key))
             .and_then(|c| self.with_instance(|i| i.evaluate(flag_key.as_bytes(), &c, options)))
             .and_then(|b| {
                 decode::<Resolution>(&b).map_err(|e| CallError::BadResult(e.to_string()))
@@ -403,7 +407,7 @@ impl FlagEngine {
             0
         };
         let out = self
-            .context_bytes(&context)
+            .context_bytes(&context, None)
             .and_then(|c| self.with_instance(|i| i.evaluate_all(&c, options)))
             .and_then(|b| {
                 decode::<Vec<Resolution>>(&b).map_err(|e| CallError::BadResult(e.to_string()))
@@ -498,7 +502,7 @@ impl FlagEngine {
                 ));
             }
             let r = self
-                .context_bytes(&context)
+                .context_bytes(&context, Some(flag))
                 .and_then(|c| self.with_instance(|i| i.evaluate(flag.as_bytes(), &c, 0)))
                 .and_then(|b| {
                     decode::<Resolution>(&b).map_err(|e| CallError::BadResult(e.to_string()))
@@ -616,8 +620,14 @@ async fn read_manifest(module: &WebAssembly::Module) -> Result<Manifest, JsValue
 }
 
 impl FlagEngine {
-    fn context_bytes(&self, context: &JsValue) -> Result<Vec<u8>, CallError> {
-        let ctx = to_context(context).map_err(|e| CallError::Context(e.0))?;
+    /// The encoded context for one flag (`Some`) or for all flags (`None`): only the
+    /// attributes the answers can depend on, as wasm-host sends.
+    fn context_bytes(&self, context: &JsValue, flag: Option<&str>) -> Result<Vec<u8>, CallError> {
+        let names = match flag {
+            Some(f) => self.reads.get(f).map_or(&[][..], Vec::as_slice),
+            None => &self.reads_all,
+        };
+        let ctx = context::pick_context(context, names).map_err(|e| CallError::Context(e.0))?;
         let bytes = encode_context(&ctx).map_err(|e| CallError::Context(e.to_string()))?;
         if bytes.len() > MAX_CONTEXT_BYTES {
             return Err(CallError::Context(format!(

@@ -130,3 +130,16 @@ test("node: decision contexts made in JS verify in Rust and the other way round"
   assert.equal(verifyDecision(rustHeader.slice(0, -2) + (rustHeader.endsWith("A") ? "BB" : "AA"), [pub]).ok, false);
   assert.throws(() => engine.decide(["NoSuchFlag"], ctx, "x", secret, 1000), (e) => e.code === "unknown_flag");
 });
+
+test("node: only the attributes a flag reads are sent, as wasm-host sends", async () => {
+  const engine = await FlagEngine.load(moduleBytes("checkout"));
+  let deep = {};
+  for (let i = 0; i < 40; i++) deep = { d: deep };
+  // Unread members (too deep, not finite) neither fail nor change the answer.
+  const plain = engine.evaluate("FraudEngineRoutingMode", { market: "IT" });
+  const noisy = engine.evaluate("FraudEngineRoutingMode", { market: "IT", deep, junk: NaN });
+  assert.deepEqual(noisy, plain);
+  assert.equal(plain.variant, "engine_v2");
+  // A read attribute is still checked.
+  assert.equal(engine.evaluate("FraudEngineRoutingMode", { market: NaN }).errorCode, "INVALID_CONTEXT");
+});

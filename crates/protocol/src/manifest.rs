@@ -213,6 +213,40 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Per flag, every context attribute its answer can depend on: its own `reads` and,
+    /// transitively, its prerequisites'. Hosts send a module only these (see [`pick`]).
+    #[must_use]
+    pub fn answer_reads(&self) -> std::collections::HashMap<String, Vec<String>> {
+        let by_key: std::collections::HashMap<&str, &FlagInfo> =
+            self.flags.iter().map(|f| (f.key.as_str(), f)).collect();
+        self.flags
+            .iter()
+            .map(|f| {
+                let mut names = std::collections::BTreeSet::new();
+                let mut seen = std::collections::BTreeSet::new();
+                let mut stack = vec![f.key.as_str()];
+                while let Some(k) = stack.pop() {
+                    if !seen.insert(k) {
+                        continue;
+                    }
+                    if let Some(info) = by_key.get(k) {
+                        names.extend(info.reads.iter().cloned());
+                        stack.extend(info.prerequisites.iter().map(String::as_str));
+                    }
+                }
+                (f.key.clone(), names.into_iter().collect())
+            })
+            .collect()
+    }
+
+    /// Every attribute any flag reads (what an all-flags evaluation needs), sorted.
+    #[must_use]
+    pub fn all_reads(&self) -> Vec<String> {
+        let all: std::collections::BTreeSet<&String> =
+            self.flags.iter().flat_map(|f| f.reads.iter()).collect();
+        all.into_iter().cloned().collect()
+    }
+
     /// The strictest propagation class of any flag (`None` for a ruleset without flags).
     #[must_use]
     pub fn strictest_propagation(&self) -> Option<Propagation> {
@@ -249,4 +283,13 @@ pub enum ManifestReply {
     Ok(Manifest),
     /// The module's embedded rules could not be loaded.
     Error(String),
+}
+
+/// The part of `ctx` named by `names`: what a host encodes and sends into the module.
+#[must_use]
+pub fn pick(ctx: &crate::Context, names: &[String]) -> crate::Context {
+    names
+        .iter()
+        .filter_map(|n| ctx.get(n).map(|v| (n.clone(), v.clone())))
+        .collect()
 }

@@ -99,7 +99,13 @@ pub struct LoadedModule {
     size: usize,
     pool: Mutex<Vec<Slot>>,
     stats: ModuleStats,
+    /// Per flag, the context attributes its answer can depend on (its own reads and its
+    /// prerequisites', transitively), from the manifest; `None` key: every flag's.
+    reads: std::collections::HashMap<String, Vec<String>>,
+    reads_all: Vec<String>,
 }
+
+use flagforge_protocol::manifest::pick;
 
 fn typed<P, R>(
     instance: &Instance,
@@ -189,6 +195,8 @@ impl LoadedModule {
             size: bytes.len(),
             pool: Mutex::new(Vec::new()),
             stats: ModuleStats::default(),
+            reads: std::collections::HashMap::new(),
+            reads_all: Vec::new(),
         };
         let mut slot = loaded.new_slot()?;
         slot.store
@@ -209,7 +217,11 @@ impl LoadedModule {
             .call_packed(&mut slot, |store, ex| ex.manifest.call(store, ()))
             .map_err(|e| LoadError::Unusable(e.to_string()))?;
         match decode::<ManifestReply>(&reply) {
-            Ok(ManifestReply::Ok(m)) => loaded.manifest = m,
+            Ok(ManifestReply::Ok(m)) => {
+                loaded.reads = m.answer_reads();
+                loaded.reads_all = m.all_reads();
+                loaded.manifest = m;
+            }
             Ok(ManifestReply::Error(msg)) => return Err(LoadError::Unusable(msg)),
             Err(e) => return Err(LoadError::Unusable(format!("manifest: {e}"))),
         }
@@ -433,10 +445,14 @@ impl LoadedModule {
     }
 
     /// Evaluates one flag. Never fails: problems become a result with reason `ERROR`.
+    ///
+    /// Only the attributes the flag's answer can depend on are encoded and sent (the
+    /// manifest's `reads`, with prerequisites'): the rest of a large context costs nothing.
     pub fn evaluate(&self, key: &str, ctx: &Context, explain: bool) -> Resolution {
         let options = if explain { abi::OPT_EXPLAIN } else { 0 };
+        let ctx = pick(ctx, self.reads.get(key).map_or(&[][..], Vec::as_slice));
         let out = self
-            .encode_context(ctx)
+            .encode_context(&ctx)
             .and_then(|c| self.evaluate_raw(key.as_bytes(), &c, options))
             .and_then(|bytes| {
                 decode::<Resolution>(&bytes).map_err(|e| CallError::BadResult(e.to_string()))
@@ -447,8 +463,9 @@ impl LoadedModule {
     /// Evaluates every flag, in declaration order.
     pub fn evaluate_all(&self, ctx: &Context, explain: bool) -> Vec<Resolution> {
         let options = if explain { abi::OPT_EXPLAIN } else { 0 };
+        let ctx = pick(ctx, &self.reads_all);
         let out = self
-            .encode_context(ctx)
+            .encode_context(&ctx)
             .and_then(|c| self.evaluate_all_raw(&c, options))
             .and_then(|bytes| {
                 decode::<Vec<Resolution>>(&bytes).map_err(|e| CallError::BadResult(e.to_string()))

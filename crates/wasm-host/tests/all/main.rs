@@ -5,3 +5,4 @@ mod hostile_input;
 mod hostile_modules;
 mod limits;
 mod mutation;
+mod reads;
