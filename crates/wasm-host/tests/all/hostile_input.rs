@@ -23,8 +23,9 @@ fn fr() -> Context {
 #[test]
 fn a_ten_megabyte_context_is_refused_with_on_error_and_the_next_call_works() {
     let m = checkout();
-    let mut ctx = fr();
-    ctx.insert("blob".into(), Value::String("x".repeat(10 * 1024 * 1024)));
+    // 10 MB in an attribute the flag reads (`market`): refused before the module sees it.
+    let mut ctx = Context::new();
+    ctx.insert("market".into(), Value::String("x".repeat(10 * 1024 * 1024)));
     let r = m.evaluate("FraudEngineRoutingMode", &ctx, false);
     assert_eq!(r.reason, Reason::Error);
     assert_eq!(r.error_code, Some(ErrorCode::InvalidContext));
@@ -42,6 +43,10 @@ fn a_ten_megabyte_context_is_refused_with_on_error_and_the_next_call_works() {
         (ok.reason, ok.variant.as_deref()),
         (Reason::TargetingMatch, Some("engine_v2"))
     );
+    // 10 MB in an attribute nothing reads is never encoded or sent: the answer is normal.
+    let mut unread = fr();
+    unread.insert("blob".into(), Value::String("x".repeat(10 * 1024 * 1024)));
+    assert_eq!(m.evaluate("FraudEngineRoutingMode", &unread, false), ok);
 }
 
 #[test]
