@@ -670,18 +670,6 @@ impl FlagEngine {
     }
 
     fn fallback(&self, key: &str, err: &CallError) -> Resolution {
-        match self.manifest.flag(key) {
-            Some(flag) => flag.fallback(err.code(), err.message()),
-            None => Resolution::error(
-                key,
-                Value::Null,
-                None,
-                ErrorCode::FlagNotFound,
-                format!(
-                    "flag `{key}` is not defined in ruleset `{}`",
-                    self.manifest.ruleset
-                ),
-            ),
-        }
+        self.manifest.fallback(key, err.code(), err.message())
     }
 }

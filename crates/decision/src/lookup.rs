@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use flagforge_distribution::TrustedKeys;
-use flagforge_protocol::{Context, ErrorCode, Reason, Resolution, Value};
+use flagforge_protocol::{Context, ErrorCode, Reason, Resolution};
 use wasm_host::LoadedModule;
 
 use crate::{DecisionContext, DecisionError};
@@ -108,19 +108,11 @@ impl<'a> Lookup<'a> {
     pub fn resolve(&self, flag: &str, context: &Context) -> Resolved {
         match &self.carried {
             Err(e) => Resolved {
-                resolution: match self.module.manifest().flag(flag) {
-                    Some(info) => info.fallback(
-                        ErrorCode::InvalidContext,
-                        format!("decision context rejected: {e}"),
-                    ),
-                    None => Resolution::error(
-                        flag,
-                        Value::Null,
-                        None,
-                        ErrorCode::FlagNotFound,
-                        format!("flag `{flag}` is not defined"),
-                    ),
-                },
+                resolution: self.module.manifest().fallback(
+                    flag,
+                    ErrorCode::InvalidContext,
+                    format!("decision context rejected: {e}"),
+                ),
                 source: Source::Rejected(e.kind()),
             },
             Ok(Some(dc)) if dc.decisions.contains_key(flag) => {

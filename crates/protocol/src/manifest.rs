@@ -239,6 +239,22 @@ impl Manifest {
             .collect()
     }
 
+    /// The answer a host serves for `key` when the module gave none: the flag's `on_error`
+    /// variant with `code`, or `FLAG_NOT_FOUND` for a flag this ruleset does not define.
+    #[must_use]
+    pub fn fallback(&self, key: &str, code: ErrorCode, message: impl Into<String>) -> Resolution {
+        match self.flag(key) {
+            Some(flag) => flag.fallback(code, message),
+            None => Resolution::error(
+                key,
+                Value::Null,
+                None,
+                ErrorCode::FlagNotFound,
+                format!("flag `{key}` is not defined in ruleset `{}`", self.ruleset),
+            ),
+        }
+    }
+
     /// Every attribute any flag reads (what an all-flags evaluation needs), sorted.
     #[must_use]
     pub fn all_reads(&self) -> Vec<String> {
@@ -283,13 +299,4 @@ pub enum ManifestReply {
     Ok(Manifest),
     /// The module's embedded rules could not be loaded.
     Error(String),
-}
-
-/// The part of `ctx` named by `names`: what a host encodes and sends into the module.
-#[must_use]
-pub fn pick(ctx: &crate::Context, names: &[String]) -> crate::Context {
-    names
-        .iter()
-        .filter_map(|n| ctx.get(n).map(|v| (n.clone(), v.clone())))
-        .collect()
 }

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use flagforge_protocol::{
-    abi, decode, manifest::ManifestReply, value::encode_context, Context, ErrorCode, Manifest,
-    Resolution, Value,
+    abi, decode, manifest::ManifestReply, value::encode_context_subset, Context, ErrorCode,
+    Manifest, Resolution,
 };
 use sha2::{Digest, Sha256};
 use wasmtime::{
@@ -104,8 +104,6 @@ pub struct LoadedModule {
     reads: std::collections::HashMap<String, Vec<String>>,
     reads_all: Vec<String>,
 }
-
-use flagforge_protocol::manifest::pick;
 
 fn typed<P, R>(
     instance: &Instance,
@@ -420,8 +418,10 @@ impl LoadedModule {
         Ok(())
     }
 
-    fn encode_context(&self, ctx: &Context) -> Result<Vec<u8>, CallError> {
-        let bytes = encode_context(ctx).map_err(|e| CallError::Encode(e.to_string()))?;
+    /// The canonical bytes of the attributes in `names` (what the module is sent).
+    fn encode_context(&self, ctx: &Context, names: &[String]) -> Result<Vec<u8>, CallError> {
+        let bytes =
+            encode_context_subset(ctx, names).map_err(|e| CallError::Encode(e.to_string()))?;
         self.check_context_size(bytes.len())?;
         Ok(bytes)
     }
@@ -429,19 +429,7 @@ impl LoadedModule {
     /// The answer served when the module gave none: the flag's `on_error` variant.
     fn fallback(&self, key: &str, err: &CallError) -> Resolution {
         self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-        match self.manifest.flag(key) {
-            Some(flag) => flag.fallback(err.code(), err.to_string()),
-            None => Resolution::error(
-                key,
-                Value::Null,
-                None,
-                ErrorCode::FlagNotFound,
-                format!(
-                    "flag `{key}` is not defined in ruleset `{}`",
-                    self.manifest.ruleset
-                ),
-            ),
-        }
+        self.manifest.fallback(key, err.code(), err.to_string())
     }
 
     /// Evaluates one flag. Never fails: problems become a result with reason `ERROR`.
@@ -450,9 +438,9 @@ impl LoadedModule {
     /// manifest's `reads`, with prerequisites'): the rest of a large context costs nothing.
     pub fn evaluate(&self, key: &str, ctx: &Context, explain: bool) -> Resolution {
         let options = if explain { abi::OPT_EXPLAIN } else { 0 };
-        let ctx = pick(ctx, self.reads.get(key).map_or(&[][..], Vec::as_slice));
+        let names = self.reads.get(key).map_or(&[][..], Vec::as_slice);
         let out = self
-            .encode_context(&ctx)
+            .encode_context(ctx, names)
             .and_then(|c| self.evaluate_raw(key.as_bytes(), &c, options))
             .and_then(|bytes| {
                 decode::<Resolution>(&bytes).map_err(|e| CallError::BadResult(e.to_string()))
@@ -463,9 +451,8 @@ impl LoadedModule {
     /// Evaluates every flag, in declaration order.
     pub fn evaluate_all(&self, ctx: &Context, explain: bool) -> Vec<Resolution> {
         let options = if explain { abi::OPT_EXPLAIN } else { 0 };
-        let ctx = pick(ctx, &self.reads_all);
         let out = self
-            .encode_context(&ctx)
+            .encode_context(ctx, &self.reads_all)
             .and_then(|c| self.evaluate_all_raw(&c, options))
             .and_then(|bytes| {
                 decode::<Vec<Resolution>>(&bytes).map_err(|e| CallError::BadResult(e.to_string()))
