@@ -65,39 +65,21 @@ fn walk(e: &Expr, ir: &RulesetIr, used: &mut Used) {
             Expr::Lit(Lit::Semver(i)) => {
                 used.semvers.insert(*i);
             }
-            Expr::Lit(_) | Expr::Attr(_) | Expr::Has(_) => {}
-            Expr::Not(a) => stack.push(a),
-            Expr::And(xs) | Expr::Or(xs) => stack.extend(xs.iter()),
-            Expr::Cmp(_, a, b) | Expr::Str(_, a, b) | Expr::Arith(_, a, b) => {
-                stack.push(a);
-                stack.push(b);
-            }
-            Expr::InSet(a, s) => {
+            Expr::InSet(_, s) => {
                 used.sets.insert(*s);
-                stack.push(a);
             }
-            Expr::InList(a, xs) => {
-                stack.push(a);
-                stack.extend(xs.iter());
-            }
-            Expr::InAttr(a, _) => stack.push(a),
-            Expr::Matches(a, p) => {
+            Expr::Matches(_, p) => {
                 used.patterns.insert(*p);
-                stack.push(a);
             }
-            Expr::Segment(s) => {
-                if used.segments.insert(*s) {
-                    if let Some(seg) = ir.segments.get(*s as usize) {
-                        stack.push(&seg.when);
-                    }
+            // A segment's condition is walked once, where it is first used.
+            Expr::Segment(s) if used.segments.insert(*s) => {
+                if let Some(seg) = ir.segments.get(*s as usize) {
+                    stack.push(&seg.when);
                 }
             }
-            Expr::Cond(c, a, b) => {
-                stack.push(c);
-                stack.push(a);
-                stack.push(b);
-            }
+            _ => {}
         }
+        e.push_children(&mut stack);
     }
 }
 

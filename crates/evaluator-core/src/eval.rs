@@ -181,37 +181,15 @@ impl Ruleset {
             while let Some(e) = stack.pop() {
                 match e {
                     Expr::Lit(Lit::Semver(i)) => dangling("version", *i, self.semvers.len())?,
-                    Expr::Lit(_) => {}
-                    Expr::Attr(i) | Expr::Has(i) => dangling("attribute", *i, ir.schema.len())?,
-                    Expr::Not(a) => stack.push(a),
-                    Expr::And(xs) | Expr::Or(xs) => stack.extend(xs.iter()),
-                    Expr::Cmp(_, a, b) | Expr::Str(_, a, b) | Expr::Arith(_, a, b) => {
-                        stack.push(a);
-                        stack.push(b);
-                    }
-                    Expr::InSet(a, s) => {
-                        dangling("set", *s, ir.sets.len())?;
-                        stack.push(a);
-                    }
-                    Expr::InList(a, xs) => {
-                        stack.push(a);
-                        stack.extend(xs.iter());
-                    }
-                    Expr::InAttr(a, i) => {
+                    Expr::Attr(i) | Expr::Has(i) | Expr::InAttr(_, i) => {
                         dangling("attribute", *i, ir.schema.len())?;
-                        stack.push(a);
                     }
-                    Expr::Matches(a, p) => {
-                        dangling("pattern", *p, self.regexes.len())?;
-                        stack.push(a);
-                    }
+                    Expr::InSet(_, s) => dangling("set", *s, ir.sets.len())?,
+                    Expr::Matches(_, p) => dangling("pattern", *p, self.regexes.len())?,
                     Expr::Segment(s) => dangling("segment", *s, ir.segments.len())?,
-                    Expr::Cond(c, a, b) => {
-                        stack.push(c);
-                        stack.push(a);
-                        stack.push(b);
-                    }
+                    _ => {}
                 }
+                e.push_children(&mut stack);
             }
             Ok(())
         };

@@ -350,6 +350,32 @@ pub enum Expr {
     Cond(Box<Expr>, Box<Expr>, Box<Expr>),
 }
 
+impl Expr {
+    /// Pushes the direct sub-expressions onto `stack` (for iterative walks of the tree).
+    pub fn push_children<'a>(&'a self, stack: &mut Vec<&'a Expr>) {
+        match self {
+            Expr::Lit(_) | Expr::Attr(_) | Expr::Has(_) | Expr::Segment(_) => {}
+            Expr::Not(a) | Expr::InSet(a, _) | Expr::InAttr(a, _) | Expr::Matches(a, _) => {
+                stack.push(a);
+            }
+            Expr::And(xs) | Expr::Or(xs) => stack.extend(xs.iter()),
+            Expr::Cmp(_, a, b) | Expr::Str(_, a, b) | Expr::Arith(_, a, b) => {
+                stack.push(a);
+                stack.push(b);
+            }
+            Expr::InList(a, xs) => {
+                stack.push(a);
+                stack.extend(xs.iter());
+            }
+            Expr::Cond(c, a, b) => {
+                stack.push(c);
+                stack.push(a);
+                stack.push(b);
+            }
+        }
+    }
+}
+
 /// Variant values travel as their canonical MessagePack bytes: [`Value`] decodes
 /// self-describingly, which postcard cannot drive.
 mod packed_values {
