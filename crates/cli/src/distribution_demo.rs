@@ -28,28 +28,27 @@ fn fraud_engine(registry: &Registry, market: &str) -> String {
 
 /// Builds the checkout ruleset, optionally with the ops team's kill switch extended to France.
 fn build(examples: &Path, kill_switch_in_france: bool) -> Result<Vec<u8>> {
-    let dir = examples.join("checkout");
-    let mut sources = Vec::new();
-    for path in flagforge_compiler::rule_files(&dir).map_err(|e| anyhow!("{e}"))? {
-        let mut text = std::fs::read_to_string(&path)?;
-        if kill_switch_in_france && path.ends_with("ops.yaml") {
-            let edited = text.replace(
-                "when: 'market == \"IT\"'",
-                "when: 'market in [\"IT\", \"FR\"]'",
-            );
-            if edited == text {
-                bail!("could not find the kill switch rule in {}", path.display());
+    let (from, to) = (
+        "when: 'market == \"IT\"'",
+        "when: 'market in [\"IT\", \"FR\"]'",
+    );
+    let mut edited = false;
+    let compiled =
+        flagforge_compiler::compile_path_edited(&examples.join("checkout"), |path, text| {
+            if kill_switch_in_france && path.ends_with("ops.yaml") && text.contains(from) {
+                edited = true;
+                return text.replace(from, to);
             }
-            text = edited;
-        }
-        sources.push(flagforge_compiler::SourceFile {
-            path: path.display().to_string(),
-            text,
-        });
+            text
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    if kill_switch_in_france && !edited {
+        bail!(
+            "could not find the kill switch rule in {}",
+            examples.display()
+        );
     }
-    Ok(flagforge_compiler::compile_sources(&sources)
-        .map_err(|e| anyhow!("{e}"))?
-        .module)
+    Ok(compiled.module)
 }
 
 async fn wait_all(hosts: &[Arc<Registry>], version: u64, start: Instant) -> Result<Vec<Duration>> {

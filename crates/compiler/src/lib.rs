@@ -94,8 +94,24 @@ pub(crate) fn read_sources(files: &[PathBuf]) -> Result<Vec<SourceFile>, Compile
 
 /// Reads and compiles the rules at `path` (a file or a directory).
 pub fn compile_path(path: &Path) -> Result<Compiled, CompileError> {
+    compile_path_edited(path, |_, text| text)
+}
+
+/// Like [`compile_path`], with each file's text passed through `edit(path, text)` first
+/// (variants of a ruleset in demos, tests and benchmarks).
+pub fn compile_path_edited(
+    path: &Path,
+    mut edit: impl FnMut(&Path, String) -> String,
+) -> Result<Compiled, CompileError> {
     let files = rule_files(path)?;
-    let sources = read_sources(&files)?;
+    let sources: Vec<SourceFile> = read_sources(&files)?
+        .into_iter()
+        .zip(&files)
+        .map(|(s, f)| SourceFile {
+            text: edit(f, s.text),
+            path: s.path,
+        })
+        .collect();
     if sources.is_empty() {
         return Err(CompileError::Io {
             path: path.display().to_string(),
@@ -115,22 +131,16 @@ pub fn check_path(path: &Path) -> Result<RulesetIr, CompileError> {
 /// The audience build of a compiled ruleset (`flagforge build --audience`): only the flags
 /// exposed to `audience`, membership sets as keyed digests; see [`audience`].
 pub fn compile_audience(full: &Compiled, audience: &str) -> Result<Compiled, CompileError> {
-    let ir = audience::restrict(&full.ir, audience)?;
-    let rules = ir.encode();
-    let module = link::link(GUEST_WASM, &rules)?;
-    let sha256 = hex::encode(Sha256::digest(&module));
-    Ok(Compiled {
-        ir,
-        rules,
-        module,
-        sha256,
-        files: full.files.clone(),
-    })
+    link_ir(audience::restrict(&full.ir, audience)?, full.files.clone())
 }
 
 /// Compiles rule sources (already read) into a module.
 pub fn compile_sources(sources: &[SourceFile]) -> Result<Compiled, CompileError> {
-    let ir = compile_ir(sources)?;
+    link_ir(compile_ir(sources)?, vec![])
+}
+
+/// Encodes a compiled model and links it into the guest.
+fn link_ir(ir: RulesetIr, files: Vec<PathBuf>) -> Result<Compiled, CompileError> {
     let rules = ir.encode();
     let module = link::link(GUEST_WASM, &rules)?;
     let sha256 = hex::encode(Sha256::digest(&module));
@@ -139,7 +149,7 @@ pub fn compile_sources(sources: &[SourceFile]) -> Result<Compiled, CompileError>
         rules,
         module,
         sha256,
-        files: vec![],
+        files,
     })
 }
 

@@ -7,33 +7,10 @@ use wasm_host::{Host, Limits};
 const NOW: i64 = 1_795_000_000_000;
 
 fn module(kill_switch_in_france: bool) -> LoadedModule {
-    let dir = rules_examples_dir();
-    let files = flagforge_compiler::rule_files(&dir).unwrap();
-    let sources: Vec<flagforge_compiler::SourceFile> = files
-        .into_iter()
-        .map(|p| {
-            let mut text = std::fs::read_to_string(&p).unwrap();
-            if kill_switch_in_france {
-                text = text.replace(
-                    "when: 'market == \"IT\"'",
-                    "when: 'market in [\"IT\", \"FR\"]'",
-                );
-            }
-            flagforge_compiler::SourceFile {
-                path: p.display().to_string(),
-                text,
-            }
-        })
-        .collect();
-    let compiled = flagforge_compiler::compile_sources(&sources).unwrap();
     Host::new(Limits::default())
         .unwrap()
-        .load(&compiled.module)
+        .load(&flagforge_testkit::checkout_module(kill_switch_in_france))
         .unwrap()
-}
-
-fn rules_examples_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../rules-examples/checkout")
 }
 
 fn ctx() -> Context {

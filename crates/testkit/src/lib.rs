@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flagforge_compiler::{compile_sources, SourceFile};
-
 /// A running tansu broker; killed when dropped. [`Broker::start`] uses the memory engine (fast
 /// to start, loses everything on restart); [`Broker::start_durable`] the sqlite engine, whose
 /// data survives [`Broker::restart`].
@@ -136,25 +134,16 @@ impl Broker {
 /// switched off in France (a second, different version).
 #[must_use]
 pub fn checkout_module(kill_switch_in_france: bool) -> Vec<u8> {
-    let dir = rules_examples::dir("checkout");
-    let files = flagforge_compiler::rule_files(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let sources: Vec<SourceFile> = files
-        .into_iter()
-        .map(|p| {
-            let mut text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{e}"));
-            if kill_switch_in_france {
-                text = text.replace(
-                    "when: 'market == \"IT\"'",
-                    "when: 'market in [\"IT\", \"FR\"]'",
-                );
-            }
-            SourceFile {
-                path: p.display().to_string(),
-                text,
-            }
-        })
-        .collect();
-    compile_sources(&sources)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .module
+    flagforge_compiler::compile_path_edited(&rules_examples::dir("checkout"), |_, text| {
+        if kill_switch_in_france {
+            text.replace(
+                "when: 'market == \"IT\"'",
+                "when: 'market in [\"IT\", \"FR\"]'",
+            )
+        } else {
+            text
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+    .module
 }

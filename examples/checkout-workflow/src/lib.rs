@@ -96,31 +96,22 @@ pub struct Config {
 /// The checkout module; with `next`, the FulfillmentRoutingMode pilot moves a step on
 /// (NEW_PRIMARY → NEW_ONLY).
 pub fn checkout_module(next: bool) -> Result<Vec<u8>> {
-    let dir = rules_examples::dir("checkout");
-    let mut sources = Vec::new();
-    for path in flagforge_compiler::rule_files(&dir).map_err(|e| anyhow!("{e}"))? {
-        let mut text = std::fs::read_to_string(&path)?;
-        if next && path.ends_with("migration.yaml") {
-            let from =
-                "      - when: 'tenant in segment(\"pilot_tenants\")'\n        serve: NEW_PRIMARY";
-            let edited = text.replacen(
-                from,
-                "      - when: 'tenant in segment(\"pilot_tenants\")'\n        serve: NEW_ONLY",
-                1,
-            );
-            if edited == text {
-                bail!("could not find the pilot rule in {}", path.display());
+    let from = "      - when: 'tenant in segment(\"pilot_tenants\")'\n        serve: NEW_PRIMARY";
+    let to = "      - when: 'tenant in segment(\"pilot_tenants\")'\n        serve: NEW_ONLY";
+    let mut edited = false;
+    let compiled =
+        flagforge_compiler::compile_path_edited(&rules_examples::dir("checkout"), |path, text| {
+            if next && path.ends_with("migration.yaml") && text.contains(from) {
+                edited = true;
+                return text.replacen(from, to, 1);
             }
-            text = edited;
-        }
-        sources.push(flagforge_compiler::SourceFile {
-            path: path.display().to_string(),
-            text,
-        });
+            text
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    if next && !edited {
+        bail!("could not find the pilot rule in the checkout rules");
     }
-    Ok(flagforge_compiler::compile_sources(&sources)
-        .map_err(|e| anyhow!("{e}"))?
-        .module)
+    Ok(compiled.module)
 }
 
 /// A service's own copy of the module, kept current from Kafka.
