@@ -5,6 +5,15 @@
 // (an evaluation uses one module from start to end), and keeps the last good module when the
 // network or a download fails. Bootstrap bytes give a first answer before any request.
 
+/** loadFromUrl for an entry point's FlagEngine (a host daemon's /v1/modules/{ruleset}). */
+export function makeLoadFromUrl(FlagEngine) {
+  return async function loadFromUrl(url, init) {
+    const res = await fetch(url, init);
+    if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);
+    return FlagEngine.load(new Uint8Array(await res.arrayBuffer()));
+  };
+}
+
 export function makeLive(FlagEngine) {
   return class LiveFlags {
     #engine = null;

@@ -45,19 +45,25 @@ fn results(dir: &Path) -> Json {
     json!({ "ruleset": compiled.ir.name, "cases": rows })
 }
 
-fn check(name: &str, dir: &Path) {
+/// With `BLESS` set, writes `actual` as golden file `name` and returns `None`; otherwise
+/// returns the recorded golden content.
+fn golden_or_bless(name: &str, actual: &Json) -> Option<Json> {
     let file = golden_dir().join(format!("{name}.json"));
-    let actual = results(dir);
     if std::env::var_os("BLESS").is_some() {
         std::fs::create_dir_all(golden_dir()).unwrap();
-        std::fs::write(&file, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
-        return;
+        std::fs::write(&file, serde_json::to_string_pretty(actual).unwrap() + "\n").unwrap();
+        return None;
     }
-    let expected: Json = serde_json::from_str(
-        &std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("{}: {e}; run with BLESS=1 to create it", file.display())),
-    )
-    .unwrap();
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with BLESS=1 to create it", file.display()));
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+fn check(name: &str, dir: &Path) {
+    let actual = results(dir);
+    let Some(expected) = golden_or_bless(name, &actual) else {
+        return;
+    };
     let (exp, act) = (&expected["cases"], &actual["cases"]);
     assert_eq!(
         exp.as_array().map(Vec::len),
@@ -105,16 +111,9 @@ fn context_encodings_match_the_golden_bytes() {
         })
         .collect();
     let actual = json!({ "contexts": rows });
-    let file = golden_dir().join("encoding.json");
-    if std::env::var_os("BLESS").is_some() {
-        std::fs::write(&file, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
+    let Some(expected) = golden_or_bless("encoding", &actual) else {
         return;
-    }
-    let expected: Json = serde_json::from_str(
-        &std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("{}: {e}; run with BLESS=1 to create it", file.display())),
-    )
-    .unwrap();
+    };
     assert_eq!(
         expected, actual,
         "context encodings changed; review and BLESS=1"
