@@ -210,6 +210,10 @@ enum Command {
         /// librdkafka setting passed through (repeatable).
         #[arg(short = 'X', value_name = "KEY=VALUE")]
         settings: Vec<String>,
+        /// Compile every module at load instead of keeping native code in
+        /// `SNAPSHOT_DIR/compiled` (the cache makes restarts skip compilation).
+        #[arg(long)]
+        no_compiled_cache: bool,
     },
     /// Build the examples and show decisions for realistic contexts (the main job).
     Demo {
@@ -350,6 +354,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             cors_origin,
             decision_keys,
             settings,
+            no_compiled_cache,
         } => {
             let read_keys = |paths: &[PathBuf]| -> Result<flagforge_distribution::TrustedKeys> {
                 Ok(flagforge_distribution::TrustedKeys::new(
@@ -367,6 +372,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 rulesets,
                 cors_origin,
                 decision_keys: read_keys(&decision_keys)?,
+                compiled_cache: !no_compiled_cache,
             })
         }
         Command::Demo { examples, brokers } => {

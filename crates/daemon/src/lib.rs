@@ -56,6 +56,9 @@ pub struct DaemonConfig {
     pub cors_origin: Option<String>,
     /// Keys whose decision contexts (header `flagforge-decision`) are honoured.
     pub decision_keys: TrustedKeys,
+    /// Keep compiled modules in `<snapshot_dir>/compiled` so a restart skips compilation
+    /// (see `wasm_host::CompiledCache`).
+    pub compiled_cache: bool,
 }
 
 /// Shared state of the HTTP handlers.
@@ -92,8 +95,14 @@ impl Drop for Running {
 
 /// Starts the daemon on the current tokio runtime: load snapshots, subscribe, serve HTTP.
 pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
-    let host = Host::new(Limits::default()).map_err(setup)?;
     let snapshots = SnapshotDir::open(&config.snapshot_dir).map_err(setup)?;
+    let mut host = Host::new(Limits::default()).map_err(setup)?;
+    if config.compiled_cache {
+        let dir = config.snapshot_dir.join("compiled");
+        host = host
+            .with_compiled_cache(&dir)
+            .map_err(|e| setup(format!("compiled-module cache {}: {e}", dir.display())))?;
+    }
     let registry = Arc::new(Registry::new(host, config.trusted.clone(), Some(snapshots)));
     // Refused snapshot files are counted and logged by the registry, never loaded.
     registry.load_snapshots().map_err(setup)?;

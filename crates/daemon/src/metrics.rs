@@ -19,6 +19,7 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
     mismatches: IntCounterVec,
     decisions: IntCounterVec,
+    compiled_cache: IntCounterVec,
     contact_age: prometheus::IntGauge,
     lag: prometheus::IntGauge,
     stale: IntGaugeVec,
@@ -84,6 +85,13 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let compiled_cache = IntCounterVec::new(
+            Opts::new(
+                "flagforge_compiled_cache_total",
+                "Module loads by where the native code came from: hit, miss (compiled), rejected (a stale, foreign or corrupt cache file; recompiled), write_failed",
+            ),
+            &["outcome"],
+        )?;
         let contact_age = prometheus::IntGauge::new(
             "flagforge_broker_contact_age_milliseconds",
             "Milliseconds since the broker was last confirmed reachable (-1: never)",
@@ -102,7 +110,14 @@ impl Metrics {
         prom.register(Box::new(contact_age.clone()))?;
         prom.register(Box::new(lag.clone()))?;
         prom.register(Box::new(stale.clone()))?;
-        for c in [&evaluations, &rejected, &fallbacks, &mismatches, &decisions] {
+        for c in [
+            &evaluations,
+            &rejected,
+            &fallbacks,
+            &mismatches,
+            &decisions,
+            &compiled_cache,
+        ] {
             prom.register(Box::new(c.clone()))?;
         }
         for g in [&version, &module_age, &serving_for] {
@@ -119,6 +134,7 @@ impl Metrics {
             fallbacks,
             mismatches,
             decisions,
+            compiled_cache,
             contact_age,
             lag,
             stale,
@@ -154,13 +170,28 @@ impl Metrics {
 
     /// Renders the text exposition, refreshing the per-ruleset gauges first.
     pub fn render(&self, state: &AppState) -> String {
+        // The registry and the compiled cache keep running totals; the counters get the
+        // increase since the last scrape (`seen` is keyed by counter and label).
         if let Ok(mut seen) = self.seen_rejections.lock() {
-            for (reason, total) in state.registry.rejected() {
-                let before = seen.insert(reason.clone(), total).unwrap_or(0);
+            let mut mirror = |counter: &IntCounterVec, name: &str, label: &str, total: u64| {
+                let before = seen.insert(format!("{name}\0{label}"), total).unwrap_or(0);
                 if total > before {
-                    self.rejected
-                        .with_label_values(&[reason.as_str()])
-                        .inc_by(total - before);
+                    counter.with_label_values(&[label]).inc_by(total - before);
+                }
+            };
+            for (reason, total) in state.registry.rejected() {
+                mirror(&self.rejected, "rejected", &reason, total);
+            }
+            if let Some(cache) = state.registry.host().compiled_cache() {
+                let s = cache.stats();
+                for (outcome, n) in [
+                    ("hit", &s.hits),
+                    ("miss", &s.misses),
+                    ("rejected", &s.rejected),
+                    ("write_failed", &s.write_failures),
+                ] {
+                    let total = n.load(std::sync::atomic::Ordering::Relaxed);
+                    mirror(&self.compiled_cache, "cache", outcome, total);
                 }
             }
         }

@@ -104,6 +104,7 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         rulesets: vec!["checkout".into()],
         cors_origin: Some("*".into()),
         decision_keys: TrustedKeys::new([decider.public()]),
+        compiled_cache: true,
     };
     let running = rt.block_on(start(config.clone())).unwrap();
     let base = format!("http://{}", running.addr);
@@ -350,4 +351,12 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
     assert_eq!(ready.status, 200);
     assert_eq!(json(&ready)["rulesets"][0]["source"], "snapshot");
     assert_eq!(fraud_engine_in_france(&base), ("engine_v2".into(), 2));
+    // ... without compiling it: v2's native code was cached when it was first loaded.
+    let metrics =
+        String::from_utf8(call("GET", &format!("{base}/metrics"), None, None).body).unwrap();
+    assert!(
+        metrics.contains("flagforge_compiled_cache_total{outcome=\"hit\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("outcome=\"miss\""), "{metrics}");
 }

@@ -114,6 +114,12 @@ impl Registry {
         }
     }
 
+    /// The wasmtime host modules are compiled with.
+    #[must_use]
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
     /// Counts a rejection and logs it the first time this subject is rejected for this reason
     /// (a host re-reading the topic after a restart sees the same poison again).
     fn reject(&self, reason: &str, subject: &str, why: &dyn std::fmt::Display) -> Offer {

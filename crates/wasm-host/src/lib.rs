@@ -27,9 +27,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cache;
 mod module;
 
-pub use module::{CallError, LoadedModule, ModuleStats};
+pub use cache::{CacheReject, CacheStats, CompiledCache};
+pub use module::{CallError, CompiledFrom, LoadedModule, ModuleStats};
 
 use flagforge_protocol::limits;
 use wasmtime::{Config, Engine, OptLevel};
@@ -141,6 +143,7 @@ pub struct EngineError(String);
 pub struct Host {
     engine: Engine,
     limits: Limits,
+    cache: Option<std::sync::Arc<CompiledCache>>,
 }
 
 impl Host {
@@ -151,7 +154,25 @@ impl Host {
             .consume_fuel(true)
             .cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&config).map_err(|e| EngineError(e.to_string()))?;
-        Ok(Host { engine, limits })
+        Ok(Host {
+            engine,
+            limits,
+            cache: None,
+        })
+    }
+
+    /// Keeps compiled modules in `dir` (see [`CompiledCache`]): a module loaded again (a
+    /// restart from the snapshot directory) skips compilation. Files are checked before use;
+    /// a stale, foreign or corrupt one is recompiled and rewritten.
+    pub fn with_compiled_cache(mut self, dir: &std::path::Path) -> std::io::Result<Host> {
+        self.cache = Some(std::sync::Arc::new(CompiledCache::open(dir, &self.engine)?));
+        Ok(self)
+    }
+
+    /// The compiled-module cache, if any.
+    #[must_use]
+    pub fn compiled_cache(&self) -> Option<&CompiledCache> {
+        self.cache.as_deref()
     }
 
     /// The limits applied.
@@ -162,6 +183,6 @@ impl Host {
 
     /// Validates and compiles a module. See [`LoadError`] for each check.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
-        LoadedModule::load(&self.engine, self.limits, bytes)
+        LoadedModule::load(&self.engine, self.limits, self.cache.as_deref(), bytes)
     }
 }

@@ -13,6 +13,7 @@ use wasmtime::{
     Trap, TypedFunc,
 };
 
+use crate::cache::{CacheReject, CompiledCache, Found};
 use crate::{Limits, LoadError};
 
 /// Why a call into the module produced no usable answer.
@@ -103,6 +104,18 @@ pub struct LoadedModule {
     /// prerequisites', transitively), from the manifest; `None` key: every flag's.
     reads: std::collections::HashMap<String, Vec<String>>,
     reads_all: Vec<String>,
+    compiled_from: CompiledFrom,
+}
+
+/// Where a loaded module's native code came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompiledFrom {
+    /// Compiled at load (no cache, or no file for this module).
+    Compiled,
+    /// Read from the compiled-module cache.
+    Cache,
+    /// Compiled because the cache file was refused.
+    CacheRejected(CacheReject),
 }
 
 fn typed<P, R>(
@@ -140,7 +153,12 @@ fn classify(err: wasmtime::Error, fuel: u64) -> CallError {
 }
 
 impl LoadedModule {
-    pub(crate) fn load(engine: &Engine, limits: Limits, bytes: &[u8]) -> Result<Self, LoadError> {
+    pub(crate) fn load(
+        engine: &Engine,
+        limits: Limits,
+        cache: Option<&CompiledCache>,
+        bytes: &[u8],
+    ) -> Result<Self, LoadError> {
         if bytes.len() > limits.max_module_bytes {
             return Err(LoadError::TooLarge {
                 size: bytes.len(),
@@ -158,8 +176,21 @@ impl LoadedModule {
         if version != 1 {
             return Err(LoadError::UnsupportedBinaryVersion(version));
         }
-        let module =
-            Module::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        let compile =
+            || Module::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+        let (module, source) = match cache.map(|c| (c, c.find(engine, &sha256))) {
+            None => (compile()?, CompiledFrom::Compiled),
+            Some((_, Found::Hit(module))) => (module, CompiledFrom::Cache),
+            Some((_, found)) => {
+                let module = compile()?;
+                let source = match found {
+                    Found::Rejected(reason) => CompiledFrom::CacheRejected(reason),
+                    _ => CompiledFrom::Compiled,
+                };
+                (module, source)
+            }
+        };
         if let Some(import) = module.imports().next() {
             return Err(LoadError::HasImports(format!(
                 "{}::{}",
@@ -189,7 +220,8 @@ impl LoadedModule {
                 context: vec![],
                 flags: vec![],
             },
-            sha256: Sha256::digest(bytes).into(),
+            sha256,
+            compiled_from: source,
             size: bytes.len(),
             pool: Mutex::new(Vec::new()),
             stats: ModuleStats::default(),
@@ -230,6 +262,10 @@ impl LoadedModule {
             });
         }
         loaded.checkin(slot);
+        // Cached only once the module has passed every check above.
+        if let (Some(cache), false) = (cache, loaded.compiled_from == CompiledFrom::Cache) {
+            cache.store(&sha256, loaded.pre.module());
+        }
         Ok(loaded)
     }
 
@@ -484,6 +520,12 @@ impl LoadedModule {
     #[must_use]
     pub fn sha256_hex(&self) -> String {
         hex::encode(self.sha256)
+    }
+
+    /// Where the module's native code came from (compiled now, or the cache).
+    #[must_use]
+    pub fn compiled_from(&self) -> &CompiledFrom {
+        &self.compiled_from
     }
 
     /// Module size in bytes.

@@ -1,5 +1,6 @@
 //! wasm-host integration tests: hostile modules, hostile inputs, limits, concurrency.
 
+mod compiled_cache;
 mod guests;
 mod hostile_input;
 mod hostile_modules;
