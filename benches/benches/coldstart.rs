@@ -49,8 +49,7 @@ fn coldstart(c: &mut Criterion) {
                 version: 1,
                 module: module.clone(),
                 created_at: "2026-11-25T00:00:00Z".into(),
-                reason: None,
-                change: None,
+                ..Draft::default()
             },
             &key,
         ))

@@ -69,7 +69,7 @@ pub fn run(path: &Path, context: Option<&str>, flag: Option<&str>) -> Result<Jso
         (c.module, c.rules, Some(t.elapsed().as_secs_f64() * 1e3))
     } else {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let rules = flagforge_compiler::link::extract_rules(&bytes)?;
+        let rules = flagforge_governance::module_rules_bytes(&bytes)?;
         (bytes, rules, None)
     };
     let host = Host::new(Limits::default())?;

@@ -19,6 +19,7 @@ pub mod conformance;
 mod decisions;
 mod demo;
 mod distribution_demo;
+mod governance;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -179,6 +180,75 @@ enum Command {
         /// librdkafka setting passed through, e.g. `-X security.protocol=ssl` (repeatable).
         #[arg(short = 'X', value_name = "KEY=VALUE")]
         settings: Vec<String>,
+        /// A trust file: refuse what its policy does not allow (owner scopes, approvals), as
+        /// hosts started with it will.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// An approval file from `flagforge approve` (repeatable; MODULE.approval-*.json next
+        /// to the module are picked up too).
+        #[arg(long = "approval")]
+        approvals: Vec<PathBuf>,
+    },
+    /// Semantic diff between two versions (modules or rule sources): domain events per flag.
+    Diff {
+        /// The older version: a module (.wasm), a ruleset directory or a rule file.
+        old: PathBuf,
+        /// The newer version.
+        new: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a module: sign its diff against the version it replaces (a detached approval
+    /// file that `flagforge publish` attaches).
+    Approve {
+        /// The module to approve.
+        module: PathBuf,
+        /// The approver's key pair (from `flagforge keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Diff against the newest version on this broker's modules topic.
+        #[arg(long, conflicts_with_all = ["against", "first"])]
+        brokers: Option<String>,
+        /// Diff against this module file.
+        #[arg(long, conflicts_with = "first")]
+        against: Option<PathBuf>,
+        /// Approve the ruleset's first version.
+        #[arg(long)]
+        first: bool,
+        /// With --brokers: the trust file hosts use, so the version diffed against is the one
+        /// governed hosts serve.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// Where to write the approval (default: MODULE.approval-KEYID.json).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// librdkafka setting passed through (repeatable).
+        #[arg(short = 'X', value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// The audit trail: one hash-chained record per publish on the audit topic.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Lifecycle report: expired and expiring flags, fully rolled-out flags, flags nothing
+    /// depends on.
+    Stale {
+        /// A ruleset directory, a rule file or a module.
+        path: PathBuf,
+        /// The day to report for (YYYY-MM-DD; default: today, UTC).
+        #[arg(long)]
+        today: Option<String>,
+        /// Report flags expiring within this many days.
+        #[arg(long, default_value_t = 30)]
+        within: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit non-zero when a flag has expired (a CI gate).
+        #[arg(long)]
+        fail_on_expired: bool,
     },
     /// Serve modules over HTTP (OFREP, module download, metrics), kept current from Kafka and
     /// started from the snapshot directory.
@@ -187,7 +257,11 @@ enum Command {
         #[arg(long)]
         brokers: Option<String>,
         /// A trusted public key file (repeatable).
-        #[arg(long = "trusted-key", required = true)]
+        #[arg(
+            long = "trusted-key",
+            required_unless_present = "trust",
+            conflicts_with = "trust"
+        )]
         trusted_keys: Vec<PathBuf>,
         /// Where the last good envelope per ruleset is kept.
         #[arg(long)]
@@ -210,6 +284,10 @@ enum Command {
         /// librdkafka setting passed through (repeatable).
         #[arg(short = 'X', value_name = "KEY=VALUE")]
         settings: Vec<String>,
+        /// A trust file: only envelopes its policy allows are served (its authors replace
+        /// --trusted-key).
+        #[arg(long)]
+        trust: Option<PathBuf>,
         /// Compile every module at load instead of keeping native code in
         /// `SNAPSHOT_DIR/compiled` (the cache makes restarts skip compilation).
         #[arg(long)]
@@ -223,6 +301,38 @@ enum Command {
         /// Run the distribution part against this broker instead of the in-process mock.
         #[arg(long)]
         brokers: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the publishes recorded, with their changes.
+    Log {
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// Only records changing this flag (and only its changes).
+        #[arg(long)]
+        flag: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// librdkafka setting passed through (repeatable).
+        #[arg(short = 'X', value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Walk the hash chain and report the first broken link; with a trust file also verify
+    /// every signature; check every module on the modules topic has its record.
+    Verify {
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// The trust file (verifies author and approval signatures).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// librdkafka setting passed through (repeatable).
+        #[arg(short = 'X', value_name = "KEY=VALUE")]
+        settings: Vec<String>,
     },
 }
 
@@ -344,7 +454,65 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             reason,
             change,
             settings,
-        } => publish(&module, &brokers, &key, reason, change, &settings),
+            trust,
+            approvals,
+        } => publish(
+            &module,
+            &brokers,
+            &key,
+            reason,
+            change,
+            &settings,
+            trust.as_deref(),
+            &approvals,
+        ),
+        Command::Diff { old, new, json } => governance::diff_cmd(&old, &new, json),
+        Command::Approve {
+            module,
+            key,
+            brokers,
+            against,
+            first,
+            trust,
+            out,
+            settings,
+        } => {
+            let against = match (brokers, against, first) {
+                (Some(b), _, _) => governance::Against::Topic(
+                    kafka_config(&b, &settings)?,
+                    trust.as_deref().map(governance::read_trust).transpose()?,
+                ),
+                (_, Some(m), _) => governance::Against::Module(m),
+                (_, _, true) => governance::Against::First,
+                _ => {
+                    bail!("say what the module replaces: --brokers, --against OLD.wasm or --first")
+                }
+            };
+            governance::approve(&module, &key, against, out)
+        }
+        Command::Audit { command } => match command {
+            AuditCommand::Log {
+                brokers,
+                flag,
+                json,
+                settings,
+            } => governance::audit_log(&kafka_config(&brokers, &settings)?, flag.as_deref(), json),
+            AuditCommand::Verify {
+                brokers,
+                trust,
+                settings,
+            } => {
+                let trust = trust.as_deref().map(governance::read_trust).transpose()?;
+                governance::audit_verify(&kafka_config(&brokers, &settings)?, trust.as_ref())
+            }
+        },
+        Command::Stale {
+            path,
+            today,
+            within,
+            json,
+            fail_on_expired,
+        } => governance::stale(&path, today.as_deref(), within, json, fail_on_expired),
         Command::Host {
             brokers,
             trusted_keys,
@@ -355,6 +523,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             decision_keys,
             settings,
             no_compiled_cache,
+            trust,
         } => {
             let read_keys = |paths: &[PathBuf]| -> Result<flagforge_distribution::TrustedKeys> {
                 Ok(flagforge_distribution::TrustedKeys::new(
@@ -373,6 +542,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 cors_origin,
                 decision_keys: read_keys(&decision_keys)?,
                 compiled_cache: !no_compiled_cache,
+                trust: trust.as_deref().map(governance::read_trust).transpose()?,
             })
         }
         Command::Demo { examples, brokers } => {
@@ -392,6 +562,15 @@ fn check(path: &Path) -> Result<ExitCode> {
                 ir.flags.len(),
                 ir.schema.len()
             );
+            let today = governance::today_utc();
+            if let Some(report) = flagforge_governance::stale(&ir, &today, 0) {
+                for e in &report.expired {
+                    eprintln!(
+                        "warning: flag `{}` ({}) expired on {} ({} days ago): retire it or move its expiry",
+                        e.flag, e.owner, e.expires, -e.days_left
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -453,6 +632,7 @@ fn host(config: flagforge_daemon::DaemonConfig) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn publish(
     module: &Path,
     brokers: &str,
@@ -460,7 +640,11 @@ fn publish(
     reason: Option<String>,
     change: Option<String>,
     settings: &[String],
+    trust: Option<&Path>,
+    approval_files: &[PathBuf],
 ) -> Result<ExitCode> {
+    let trust = trust.map(governance::read_trust).transpose()?;
+    let approvals = governance::approvals_for(module, approval_files)?;
     let key = flagforge_distribution::KeyPair::read(key)?;
     // Never publish what a host would refuse: validate and read the ruleset name first.
     let loaded = load_module(module)?;
@@ -469,8 +653,34 @@ fn publish(
     let created_at = now_rfc3339();
     let runtime = tokio::runtime::Runtime::new()?;
     let ruleset = loaded.manifest().ruleset.clone();
-    let published =
-        runtime.block_on(publisher.publish(&ruleset, bytes, &key, created_at, reason, change))?;
+    let release = flagforge_kafka::Release {
+        ruleset: ruleset.clone(),
+        module: bytes,
+        created_at,
+        reason,
+        change,
+        approvals,
+    };
+    let publisher = match trust {
+        Some(t) => publisher.governed(t),
+        None => publisher,
+    };
+    let published = match runtime.block_on(publisher.release(release, &key)) {
+        Ok(p) => p,
+        Err(flagforge_kafka::KafkaError::Refused(why)) => {
+            eprintln!("refused: {why}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if published.recovered {
+        outln!(
+            "completed an interrupted publish: ruleset `{ruleset}` version {} (sha256 {}) was in the audit log but not on the modules topic; it is now",
+            published.version,
+            published.sha256
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if published.unchanged {
         outln!(
             "unchanged: ruleset `{ruleset}` version {} already holds sha256 {}",
@@ -484,6 +694,9 @@ fn publish(
             published.sha256,
             key.public().id()
         );
+        for c in &published.changes {
+            outln!("  {}", c.summary().replace('\n', "\n  "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

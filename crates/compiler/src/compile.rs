@@ -42,6 +42,7 @@ const FLAG_KEYS: &[&str] = &[
     "prerequisites",
     "schedule",
     "states",
+    "transitions",
     "enabled",
     "retirement",
     "dependents",
@@ -646,6 +647,7 @@ impl<'f> Compiler<'f> {
                 ("off".into(), Value::Bool(false)),
             ],
         };
+        let transitions = self.transitions(m, &states);
         let variant_index = |name: &str| {
             variants
                 .iter()
@@ -828,6 +830,7 @@ impl<'f> Compiler<'f> {
                 default: default?,
                 on_error: on_error?,
                 states,
+                transitions,
                 enabled,
                 schedule,
                 now_slot,
@@ -840,6 +843,58 @@ impl<'f> Compiler<'f> {
             key_span: *key_span,
             prereqs,
         })
+    }
+
+    /// `transitions: { STATE: [STATE, ...] }`: the moves a migration flag may make between
+    /// versions; absent means each state to its neighbours.
+    fn transitions(&mut self, m: &MarkedMappingNode, states: &[String]) -> Vec<(u32, u32)> {
+        let Some(node) = m.get_node("transitions") else {
+            return Vec::new();
+        };
+        if states.is_empty() {
+            self.error(
+                node.span(),
+                "`transitions` is only for migration flags (with `states`)",
+            );
+            return Vec::new();
+        }
+        let Some(map) = node.as_mapping() else {
+            self.error(
+                node.span(),
+                "`transitions` must map each state to the states it may move to, e.g. `LEGACY_ONLY: [DUAL_WRITE]`",
+            );
+            return Vec::new();
+        };
+        let index = |s: &str| states.iter().position(|x| x == s).map(|i| i as u32);
+        let declared = states.join(", ");
+        let mut out = BTreeSet::new();
+        for (from, targets) in map.iter() {
+            let Some(f) = index(from.as_str()) else {
+                self.error(
+                    from.span(),
+                    format!(
+                        "`{}` is not a declared state (declared: {declared})",
+                        from.as_str()
+                    ),
+                );
+                continue;
+            };
+            for (to, span) in self.string_list(targets, "transition targets") {
+                match index(&to) {
+                    Some(t) if t == f => {
+                        self.error(&span, format!("`{to}` → `{to}` is not a transition"));
+                    }
+                    Some(t) => {
+                        out.insert((f, t));
+                    }
+                    None => self.error(
+                        &span,
+                        format!("`{to}` is not a declared state (declared: {declared})"),
+                    ),
+                }
+            }
+        }
+        out.into_iter().collect()
     }
 
     #[allow(clippy::too_many_arguments)]

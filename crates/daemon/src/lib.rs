@@ -59,6 +59,9 @@ pub struct DaemonConfig {
     /// Keep compiled modules in `<snapshot_dir>/compiled` so a restart skips compilation
     /// (see `wasm_host::CompiledCache`).
     pub compiled_cache: bool,
+    /// A trust file: envelopes must pass its policy (authors, owner scopes, approvals,
+    /// migration journeys); its authors replace `trusted`.
+    pub trust: Option<flagforge_governance::Trust>,
 }
 
 /// Shared state of the HTTP handlers.
@@ -103,7 +106,11 @@ pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
             .with_compiled_cache(&dir)
             .map_err(|e| setup(format!("compiled-module cache {}: {e}", dir.display())))?;
     }
-    let registry = Arc::new(Registry::new(host, config.trusted.clone(), Some(snapshots)));
+    let mut registry = Registry::new(host, config.trusted.clone(), Some(snapshots));
+    if let Some(trust) = &config.trust {
+        registry = registry.governed(trust.clone());
+    }
+    let registry = Arc::new(registry);
     // Refused snapshot files are counted and logged by the registry, never loaded.
     registry.load_snapshots().map_err(setup)?;
     let subscriber = match &config.kafka {

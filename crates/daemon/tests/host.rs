@@ -105,6 +105,7 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         cors_origin: Some("*".into()),
         decision_keys: TrustedKeys::new([decider.public()]),
         compiled_cache: true,
+        trust: None,
     };
     let running = rt.block_on(start(config.clone())).unwrap();
     let base = format!("http://{}", running.addr);

@@ -3,8 +3,13 @@
 //! Encoding: MessagePack with field names. The signature covers
 //! `"flagforge envelope v1\0"` followed by the MessagePack of every field except the module
 //! bytes and the signatures; the module is covered through its sha256, which verification
-//! recomputes. The envelope carries a list of signatures so approvals can be added later; the
-//! author's is the one with role `author` and the envelope's `author` key id.
+//! recomputes. The envelope carries a list of signatures: the author's is the one with role
+//! `author` and the envelope's `author` key id; approvals (role `approver`) sign a statement
+//! defined by flagforge-governance over the module hash, `previous` and `changes`.
+//!
+//! `previous` (the sha256 of the module this version was diffed against) and `changes` (the
+//! semantic diff, encoded by flagforge-governance) are signed when present and left out of
+//! the encoding and the signed bytes when absent, so envelopes without them verify as before.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,8 +42,15 @@ pub struct Envelope {
     pub reason: Option<String>,
     /// Change reference (ticket, pull request).
     pub change: Option<String>,
-    /// Signatures: the author's, and later approvals.
+    /// Signatures: the author's, and approvals.
     pub signatures: Vec<Signature>,
+    /// sha256 of the module this version replaces (the diff's old side); `None` for a first
+    /// version or an ungoverned publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// The semantic diff from `previous`, as encoded by flagforge-governance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<serde_bytes::ByteBuf>,
 }
 
 /// One signature over the envelope's signing bytes.
@@ -54,7 +66,7 @@ pub struct Signature {
 }
 
 /// What the author provides; [`Envelope::sign`] fills in the rest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Draft {
     /// Ruleset name.
     pub ruleset: String,
@@ -68,6 +80,10 @@ pub struct Draft {
     pub reason: Option<String>,
     /// Change reference.
     pub change: Option<String>,
+    /// sha256 of the module this version replaces.
+    pub previous: Option<String>,
+    /// The encoded semantic diff from `previous`.
+    pub changes: Option<Vec<u8>>,
 }
 
 /// Why an envelope (or a snapshot of one) was refused. Hosts count these by [`Self::kind`].
@@ -133,6 +149,10 @@ struct SigningFields<'a> {
     author: &'a str,
     reason: Option<&'a str>,
     change: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    changes: Option<&'a [u8]>,
 }
 
 /// Whether a ruleset name is safe as a Kafka key and a file name.
@@ -161,6 +181,8 @@ impl Envelope {
             reason: draft.reason,
             change: draft.change,
             signatures: Vec::new(),
+            previous: draft.previous,
+            changes: draft.changes.map(serde_bytes::ByteBuf::from),
         };
         let signature = key.sign(&env.signing_bytes());
         env.signatures.push(Signature {
@@ -183,6 +205,8 @@ impl Envelope {
             author: &self.author,
             reason: self.reason.as_deref(),
             change: self.change.as_deref(),
+            previous: self.previous.as_deref(),
+            changes: self.changes.as_deref().map(|b| &b[..]),
         };
         let mut out = SIGNING_DOMAIN.to_vec();
         // Writing to a Vec cannot fail.
@@ -213,6 +237,12 @@ impl Envelope {
         if hex::encode(Sha256::digest(&self.module)) != self.sha256 {
             return Err(RejectReason::HashMismatch);
         }
+        self.verify_author(trusted)
+    }
+
+    /// Checks only the author's signature (the module bytes are not needed: an audit record
+    /// carries the envelope without them).
+    pub fn verify_author(&self, trusted: &TrustedKeys) -> Result<(), RejectReason> {
         let sig = self
             .signatures
             .iter()
@@ -240,6 +270,8 @@ pub(crate) mod tests {
             created_at: "2026-11-25T10:00:00Z".into(),
             reason: Some("launch".into()),
             change: Some("PR-1".into()),
+            previous: None,
+            changes: None,
         }
     }
 

@@ -8,7 +8,8 @@
 //! let key = KeyPair::generate().unwrap();
 //! let envelope = Envelope::sign(
 //!     Draft { ruleset: "checkout".into(), version: 1, module: b"\0asm\x01\0\0\0".to_vec(),
-//!             created_at: "2026-11-25T10:00:00Z".into(), reason: Some("launch".into()), change: None },
+//!             created_at: "2026-11-25T10:00:00Z".into(), reason: Some("launch".into()),
+//!             ..Draft::default() },
 //!     &key,
 //! );
 //! let trusted = TrustedKeys::new([key.public()]);

@@ -191,6 +191,10 @@ pub struct FlagIr {
     pub on_error: u32,
     /// Declared migration states (empty for other kinds).
     pub states: Vec<String>,
+    /// Allowed moves between migration states as (from, to) indices into `states`, declared
+    /// with `transitions:`; empty means the default journey (each state to its neighbours,
+    /// forward or back). Checked by `flagforge publish` and hosts, never at evaluation.
+    pub transitions: Vec<(u32, u32)>,
     /// False serves the default with reason `DISABLED`.
     pub enabled: bool,
     /// Active windows; empty means always active.
@@ -442,6 +446,7 @@ impl RulesetIr {
                 default: 1,
                 on_error: 1,
                 states: vec![],
+                transitions: vec![],
                 enabled: true,
                 schedule: vec![],
                 now_slot: None,

@@ -9,7 +9,7 @@ mod publish;
 mod registry;
 mod subscribe;
 
-pub use publish::{history, Published, Publisher};
+pub use publish::{history, read_topic, Published, Publisher, Record, Release};
 pub use registry::{Installed, Offer, Registry, Served, Source};
 pub use subscribe::Subscriber;
 
@@ -17,6 +17,10 @@ use rdkafka::ClientConfig;
 
 /// The compacted topic holding one envelope per ruleset (key = ruleset name).
 pub const MODULES_TOPIC: &str = "flagforge.modules";
+
+/// The append-only audit topic: one hash-chained record per publish
+/// (`flagforge_governance::audit`), one partition, kept forever.
+pub const AUDIT_TOPIC: &str = "flagforge.audit";
 
 /// Largest envelope produced: well under the broker's default 1 MB message limit.
 pub const MAX_ENVELOPE_BYTES: usize = 900 * 1024;

@@ -6,7 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use flagforge_distribution::{decide, Decision, Draft, Envelope, KeyPair};
+use flagforge_distribution::{decide, Decision, Draft, Envelope, KeyPair, Signature};
+use flagforge_governance::audit::{link, without_module, AuditRecord, AUDIT_FORMAT};
+use flagforge_governance::policy::{self, Replaced};
+use flagforge_governance::{
+    decode_changes, diff, encode_changes, forbidden_transitions, module_rules, Approval, Change,
+    Trust,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -14,8 +20,9 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use sha2::{Digest, Sha256};
 
-use crate::{KafkaConfig, KafkaError, MAX_ENVELOPE_BYTES, MODULES_TOPIC};
+use crate::{KafkaConfig, KafkaError, AUDIT_TOPIC, MAX_ENVELOPE_BYTES, MODULES_TOPIC};
 
 /// The outcome of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +35,27 @@ pub struct Published {
     pub sha256: String,
     /// True when the topic already held this exact module (nothing was produced).
     pub unchanged: bool,
+    /// True when this completed a publish interrupted after its audit record was written.
+    pub recovered: bool,
+    /// The semantic diff from the version it replaces (empty when unchanged).
+    pub changes: Vec<Change>,
+}
+
+/// A module to publish, with what the audit trail records about it.
+#[derive(Debug, Clone, Default)]
+pub struct Release {
+    /// Ruleset name.
+    pub ruleset: String,
+    /// Module bytes.
+    pub module: Vec<u8>,
+    /// RFC 3339 time.
+    pub created_at: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// Change reference (ticket, pull request).
+    pub change: Option<String>,
+    /// Detached approvals (`flagforge approve`) to attach.
+    pub approvals: Vec<Approval>,
 }
 
 /// Publishes envelopes to the modules topic.
@@ -35,6 +63,7 @@ pub struct Publisher {
     config: KafkaConfig,
     producer: FutureProducer,
     topic_ready: AtomicBool,
+    audit_ready: AtomicBool,
     view: Mutex<TopicView>,
 }
 
@@ -66,6 +95,11 @@ struct TopicView {
     /// topic almost never changes shape, and a metadata round trip per publish adds latency).
     listed: Option<(Instant, Vec<i32>)>,
     best: HashMap<String, Envelope>,
+    /// The highest version seen per ruleset, accepted or not (a new version goes above it).
+    highest: HashMap<String, u64>,
+    /// With a trust file, `best` is what a governed host would serve: envelopes failing the
+    /// policy (say, hand-made ones without approvals) are skipped like hosts skip them.
+    trust: Option<Trust>,
 }
 
 impl TopicView {
@@ -128,7 +162,10 @@ impl TopicView {
             .iter()
             .any(|(p, n)| high.get(p).is_some_and(|h| h < n))
         {
-            *self = TopicView::default();
+            *self = TopicView {
+                trust: self.trust.take(),
+                ..TopicView::default()
+            };
             return self.catch_up(config);
         }
         if ids.iter().any(|p| !self.next.contains_key(p)) {
@@ -166,11 +203,24 @@ impl TopicView {
                     if msg.key() != Some(env.ruleset.as_bytes()) {
                         continue;
                     }
-                    let current = self
-                        .best
-                        .get(&env.ruleset)
-                        .map(|b| (b.version, b.sha256.as_str()));
-                    if decide(current, &env) == Decision::Accept {
+                    let highest = self.highest.entry(env.ruleset.clone()).or_default();
+                    *highest = (*highest).max(env.version);
+                    let current = self.best.get(&env.ruleset);
+                    let ordered = decide(current.map(|b| (b.version, b.sha256.as_str())), &env)
+                        == Decision::Accept;
+                    let admitted = self.trust.as_ref().is_none_or(|trust| {
+                        env.verify(&trust.authors()).is_ok()
+                            && policy::check(
+                                trust,
+                                &env,
+                                current.map(|c| Replaced {
+                                    sha256: &c.sha256,
+                                    module: &c.module,
+                                }),
+                            )
+                            .is_ok()
+                    });
+                    if ordered && admitted {
                         self.best.insert(env.ruleset.clone(), env);
                     }
                 }
@@ -212,6 +262,7 @@ impl Publisher {
             config,
             producer,
             topic_ready: AtomicBool::new(false),
+            audit_ready: AtomicBool::new(false),
             view: Mutex::new(TopicView::default()),
         })
     }
@@ -231,14 +282,43 @@ impl Publisher {
                 key: "sha256",
                 value: Some(&envelope.sha256),
             });
-        let record = FutureRecord::to(MODULES_TOPIC)
-            .key(&envelope.ruleset)
+        self.produce_to(MODULES_TOPIC, &envelope.ruleset, bytes, headers)
+            .await
+    }
+
+    async fn produce_to(
+        &self,
+        topic: &str,
+        key: &str,
+        bytes: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), KafkaError> {
+        let record = FutureRecord::to(topic)
+            .key(key)
             .payload(bytes)
             .headers(headers);
         self.producer
             .send(record, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| KafkaError::from(e))?;
+        Ok(())
+    }
+
+    /// Creates the audit topic if it does not exist: one partition (one total order for the
+    /// hash chain), never compacted, records kept for a century. (Not `retention.ms=-1`, Kafka's
+    /// "forever": tansu 0.6 reads -1 literally and deletes every record at its next cleanup;
+    /// found by the tampering test, which restarts the broker.)
+    pub async fn ensure_audit_topic(&self) -> Result<(), KafkaError> {
+        if self.audit_ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self.config.client(&[]).create()?;
+        let topic = NewTopic::new(AUDIT_TOPIC, 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "delete")
+            .set("retention.ms", AUDIT_RETENTION_MS)
+            .set("retention.bytes", "-1");
+        create(&admin, topic).await?;
+        self.audit_ready.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -251,20 +331,7 @@ impl Publisher {
         let admin: AdminClient<DefaultClientContext> = self.config.client(&[]).create()?;
         let topic = NewTopic::new(MODULES_TOPIC, 1, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact");
-        let results = admin
-            .create_topics(
-                &[topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => {
-                    return Err(KafkaError::Client(format!("creating topic `{t}`: {code}")))
-                }
-            }
-        }
+        create(&admin, topic).await?;
         self.topic_ready.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -281,18 +348,40 @@ impl Publisher {
     /// call reads every partition from the beginning; later calls read only what was appended
     /// since, up to the high watermark fetched now.
     pub fn latest(&self, ruleset: &str) -> Result<Option<Envelope>, KafkaError> {
+        Ok(self.newest(ruleset)?.0)
+    }
+
+    /// [`Self::latest`] and the highest version on the topic for `ruleset`, served or not.
+    fn newest(&self, ruleset: &str) -> Result<(Option<Envelope>, u64), KafkaError> {
         let mut view = self.view.lock().map_err(|_| poisoned())?;
         view.catch_up(&self.config)?;
-        Ok(view.best.get(ruleset).cloned())
+        Ok((
+            view.best.get(ruleset).cloned(),
+            view.highest.get(ruleset).copied().unwrap_or(0),
+        ))
+    }
+
+    /// Publishes under a trust file: [`Self::release`] checks the policy hosts check, and the
+    /// version a release replaces is the newest one a governed host would serve.
+    #[must_use]
+    pub fn governed(self, trust: Trust) -> Publisher {
+        if let Ok(mut view) = self.view.lock() {
+            *view = TopicView {
+                trust: Some(trust),
+                ..TopicView::default()
+            };
+        }
+        self
+    }
+
+    fn trust(&self) -> Option<Trust> {
+        self.view.lock().ok().and_then(|v| v.trust.clone())
     }
 
     /// (Needs a multi-threaded tokio runtime: the topic is read with blocking calls.)
     ///
-    /// Signs and produces `module` for `ruleset` as the next version, unless the topic already
-    /// holds this exact module. Refuses envelopes above [`MAX_ENVELOPE_BYTES`] before producing.
-    /// The caller validates the module first (`flagforge publish` loads it in wasmtime): hosts
-    /// refuse modules that do not load, and a refused module must never become the newest
-    /// version on the topic.
+    /// Publishes `module` for `ruleset` as the next version, unless the topic already holds
+    /// this exact module: [`Self::release`] without approvals or a trust file.
     pub async fn publish(
         &self,
         ruleset: &str,
@@ -302,26 +391,139 @@ impl Publisher {
         reason: Option<String>,
         change: Option<String>,
     ) -> Result<Published, KafkaError> {
-        self.ensure_topic().await?;
-        // Reading the topic blocks; keep it off the async workers.
-        let latest = tokio::task::block_in_place(|| self.latest(ruleset))?;
-        let draft = Draft {
+        let release = Release {
             ruleset: ruleset.to_owned(),
-            version: latest.as_ref().map_or(1, |e| e.version + 1),
             module,
             created_at,
             reason,
             change,
+            approvals: Vec::new(),
         };
-        let envelope = Envelope::sign(draft, key);
+        self.release(release, key).await
+    }
+
+    /// (Needs a multi-threaded tokio runtime: the topics are read with blocking calls.)
+    ///
+    /// Publishes a release as the ruleset's next version:
+    /// 1. reads the newest version on the modules topic and the audit chain;
+    /// 2. if the audit log records a newer version of this ruleset that never reached the
+    ///    modules topic (a publish interrupted between its two writes), completes it when
+    ///    `module` is that version's module (the envelope is rebuilt from the audit record,
+    ///    byte for byte) and refuses anything else;
+    /// 3. diffs the module against the newest version (the semantic diff of
+    ///    flagforge-governance), refuses forbidden migration transitions, signs the envelope
+    ///    with the diff and the approvals, and with a trust file ([`Self::governed`]) checks the
+    ///    same policy hosts check ([`flagforge_governance::policy::check`]);
+    /// 4. appends the audit record, then produces the envelope. A crash after the first write
+    ///    leaves an audit record whose module is completed by the next publish of it (step 2);
+    ///    nothing is published without its record, and nothing is recorded twice.
+    ///
+    /// Fault injection for tests: with `FLAGFORGE_FAULT=crash-after-audit` in the environment
+    /// the process aborts right after the audit write is acknowledged.
+    ///
+    /// Refuses envelopes above [`MAX_ENVELOPE_BYTES`] before producing. The caller validates
+    /// the module first (`flagforge publish` loads it in wasmtime): hosts refuse modules that
+    /// do not load, and a refused module must never become the newest version on the topic.
+    pub async fn release(&self, release: Release, key: &KeyPair) -> Result<Published, KafkaError> {
+        let trust = self.trust();
+        let trust = trust.as_ref();
+        self.ensure_topic().await?;
+        self.ensure_audit_topic().await?;
+        let ruleset = release.ruleset.clone();
+        // Reading the topics blocks; keep it off the async workers.
+        let (latest, highest) = tokio::task::block_in_place(|| self.newest(&ruleset))?;
+        let audit = tokio::task::block_in_place(|| read_topic(&self.config, AUDIT_TOPIC))?;
+        let sha256 = hex::encode(Sha256::digest(&release.module));
+        let pending = audit
+            .iter()
+            .rev()
+            .filter_map(|r| AuditRecord::decode(&r.value).ok())
+            .find(|r| {
+                r.envelope.ruleset == ruleset
+                    && latest
+                        .as_ref()
+                        .is_none_or(|l| r.envelope.version > l.version)
+            });
+        if let Some(p) = pending {
+            if p.envelope.sha256 != sha256 {
+                return Err(KafkaError::Refused(format!(
+                    "the audit log records `{ruleset}` version {} (sha256 {}) but the modules topic never received it: a publish was interrupted; publish that module again to complete it",
+                    p.envelope.version, p.envelope.sha256
+                )));
+            }
+            let mut envelope = p.envelope;
+            envelope.module = release.module;
+            self.produce(&envelope, &envelope.encode()).await?;
+            return Ok(Published {
+                ruleset,
+                version: envelope.version,
+                sha256,
+                unchanged: false,
+                recovered: true,
+                changes: decode_changes(envelope.changes.as_deref().map_or(&[][..], |c| &c[..]))
+                    .unwrap_or_default(),
+            });
+        }
         if let Some(l) = &latest {
-            if l.sha256 == envelope.sha256 {
+            if l.sha256 == sha256 {
                 return Ok(Published {
-                    ruleset: ruleset.to_owned(),
+                    ruleset,
                     version: l.version,
-                    sha256: l.sha256.clone(),
+                    sha256,
                     unchanged: true,
+                    recovered: false,
+                    changes: Vec::new(),
                 });
+            }
+        }
+        let refused = |e: flagforge_governance::GovernanceError| KafkaError::Refused(e.to_string());
+        let new_rules = module_rules(&release.module).map_err(refused)?;
+        let old_rules = match &latest {
+            Some(l) => Some(module_rules(&l.module).map_err(refused)?),
+            None => None,
+        };
+        let changes = diff(old_rules.as_ref(), &new_rules);
+        let forbidden = forbidden_transitions(&changes, &new_rules);
+        if !forbidden.is_empty() {
+            let list: Vec<String> = forbidden.iter().map(ToString::to_string).collect();
+            return Err(KafkaError::Refused(format!("refused: {}", list.join("; "))));
+        }
+        let draft = Draft {
+            ruleset: ruleset.clone(),
+            version: highest + 1,
+            module: release.module,
+            created_at: release.created_at,
+            reason: release.reason,
+            change: release.change,
+            previous: latest.as_ref().map(|l| l.sha256.clone()),
+            changes: Some(encode_changes(&changes)),
+        };
+        let mut envelope = Envelope::sign(draft, key);
+        for a in &release.approvals {
+            a.matches(&envelope).map_err(KafkaError::Refused)?;
+            let signature = a.signature_bytes().ok_or_else(|| {
+                KafkaError::Refused(format!(
+                    "approval by {}: the signature is not hex",
+                    a.key_id
+                ))
+            })?;
+            envelope.signatures.push(Signature {
+                key_id: a.key_id.clone(),
+                role: "approver".into(),
+                signature,
+            });
+        }
+        if let Some(trust) = trust {
+            let replaced = latest.as_ref().map(|l| Replaced {
+                sha256: &l.sha256,
+                module: &l.module,
+            });
+            if let Err(refusals) = policy::check(trust, &envelope, replaced) {
+                let list: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+                return Err(KafkaError::Refused(format!(
+                    "refused by the trust policy:\n  {}",
+                    list.join("\n  ")
+                )));
             }
         }
         let bytes = envelope.encode();
@@ -331,12 +533,32 @@ impl Publisher {
                 bytes.len()
             )));
         }
+        let name = |id: &str| trust.map_or_else(|| id.to_owned(), |t| t.identity(id));
+        let record = AuditRecord {
+            format: AUDIT_FORMAT,
+            seq: audit.len() as u64,
+            prev: audit.last().map(|r| link(&r.value)).unwrap_or_default(),
+            recorded_at: envelope.created_at.clone(),
+            author: name(&envelope.author),
+            approvers: envelope
+                .signatures
+                .iter()
+                .filter(|s| s.role == "approver")
+                .map(|s| name(&s.key_id))
+                .collect(),
+            envelope: without_module(&envelope),
+        };
+        self.produce_to(AUDIT_TOPIC, &ruleset, &record.encode(), OwnedHeaders::new())
+            .await?;
+        if std::env::var("FLAGFORGE_FAULT").as_deref() == Ok("crash-after-audit") {
+            std::process::abort();
+        }
         self.produce(&envelope, &bytes).await?;
         // Two publishers may have picked the same version; the later record wins on every host
         // (flagforge-distribution's ordering rule). Read back: if a later record took this
         // version, say so. (If it lands after this read, this publish still reports success:
         // without compare-and-set on the topic no publisher can know. Hosts agree either way.)
-        if let Some(winner) = tokio::task::block_in_place(|| self.latest(ruleset))? {
+        if let Some(winner) = tokio::task::block_in_place(|| self.latest(&ruleset))? {
             if winner.version == envelope.version && winner.sha256 != envelope.sha256 {
                 return Err(KafkaError::Refused(format!(
                     "lost a race: another publisher released version {} of `{ruleset}` (sha256 {}) right after this one, and hosts serve that; rebuild on top of it and publish again",
@@ -345,33 +567,88 @@ impl Publisher {
             }
         }
         Ok(Published {
-            ruleset: ruleset.to_owned(),
+            ruleset,
             version: envelope.version,
             sha256: envelope.sha256,
             unchanged: false,
+            recovered: false,
+            changes,
         })
     }
+}
+
+/// 100 years: "forever" on every Kafka-protocol broker we test against.
+const AUDIT_RETENTION_MS: &str = "3153600000000";
+
+/// Creates a topic; one that already exists is fine.
+async fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: NewTopic<'_>,
+) -> Result<(), KafkaError> {
+    let results = admin
+        .create_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(KafkaError::Client(format!("creating topic `{t}`: {code}")))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every decodable envelope still on the modules topic (compaction keeps at least the newest
 /// per ruleset), oldest first: what `flagforge replay` searches for a recorded module hash.
 pub fn history(config: &KafkaConfig) -> Result<Vec<Envelope>, KafkaError> {
+    Ok(read_topic(config, MODULES_TOPIC)?
+        .iter()
+        .filter_map(|m| Envelope::decode(&m.value).ok())
+        .collect())
+}
+
+/// One message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub value: Vec<u8>,
+}
+
+/// Every message on `topic` up to its end now, in offset order per partition (partitions one
+/// after another); an empty list if the topic does not exist.
+pub fn read_topic(config: &KafkaConfig, topic: &str) -> Result<Vec<Record>, KafkaError> {
     let consumer: BaseConsumer = config
         .client(&[
-            ("group.id", "flagforge-history"),
+            ("group.id", "flagforge-reader"),
             ("enable.auto.commit", "false"),
             ("fetch.wait.max.ms", "10"),
             ("max.partition.fetch.bytes", "2000000"),
         ])
         .create()?;
-    let ids = partitions(&consumer)?.unwrap_or_default();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let ids: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
     let mut tpl = TopicPartitionList::new();
     let mut high = BTreeMap::new();
     for &p in &ids {
-        let (low, h) = consumer.fetch_watermarks(MODULES_TOPIC, p, Duration::from_secs(10))?;
+        let (low, h) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         if h > low {
             high.insert(p, h);
-            tpl.add_partition_offset(MODULES_TOPIC, p, Offset::Beginning)?;
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
         }
     }
     if high.is_empty() {
@@ -382,15 +659,18 @@ pub fn history(config: &KafkaConfig) -> Result<Vec<Envelope>, KafkaError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !high.is_empty() {
         if Instant::now() > deadline {
-            return Err(KafkaError::Client(
-                "timed out reading the modules topic".into(),
-            ));
+            return Err(KafkaError::Client(format!(
+                "timed out reading topic {topic}"
+            )));
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
-                if let Some(env) = msg.payload().and_then(|p| Envelope::decode(p).ok()) {
-                    out.push(env);
-                }
+                out.push(Record {
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                });
                 if high
                     .get(&msg.partition())
                     .is_some_and(|h| msg.offset() + 1 >= *h)
@@ -411,5 +691,6 @@ pub fn history(config: &KafkaConfig) -> Result<Vec<Envelope>, KafkaError> {
             }
         }
     }
+    out.sort_by_key(|r| (r.partition, r.offset));
     Ok(out)
 }

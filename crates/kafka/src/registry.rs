@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use flagforge_distribution::{decide, Decision, Envelope, SnapshotDir, SnapshotError, TrustedKeys};
+use flagforge_governance::policy::{self, Replaced};
+use flagforge_governance::Trust;
 use wasm_host::{Host, LoadedModule};
 
 /// Distinct rejections logged before logging stops (counting never stops).
@@ -79,6 +81,7 @@ pub enum Offer {
 pub struct Registry {
     host: Host,
     trusted: TrustedKeys,
+    trust: Option<Trust>,
     snapshots: Option<SnapshotDir>,
     served: RwLock<HashMap<String, Arc<Served>>>,
     rejected: Mutex<BTreeMap<String, u64>>,
@@ -105,6 +108,7 @@ impl Registry {
         Registry {
             host,
             trusted,
+            trust: None,
             snapshots,
             served: RwLock::new(HashMap::new()),
             rejected: Mutex::new(BTreeMap::new()),
@@ -112,6 +116,17 @@ impl Registry {
             contact: Mutex::new(None),
             updates: tokio::sync::broadcast::channel(64).0,
         }
+    }
+
+    /// Enforces a trust file: envelopes are verified against its authors (replacing the
+    /// trusted keys) and must pass its policy ([`policy::check`]: change list, scopes,
+    /// approvals, migration journeys) before they are compiled. Refusals are counted by the
+    /// first refusal's kind (`missing_approval`, `out_of_scope`, …).
+    #[must_use]
+    pub fn governed(mut self, trust: Trust) -> Registry {
+        self.trusted = trust.authors();
+        self.trust = Some(trust);
+        self
     }
 
     /// The wasmtime host modules are compiled with.
@@ -204,6 +219,24 @@ impl Registry {
     fn install(&self, env: Envelope, source: Source) -> Offer {
         if let Some(reason) = self.refusal(&env) {
             return reason;
+        }
+        if let Some(trust) = &self.trust {
+            // Checked against what this host serves now: the diff is recomputed when that is
+            // the module the envelope replaces (see `policy` for what a fresh host checks).
+            let current = self
+                .served
+                .read()
+                .ok()
+                .and_then(|m| m.get(&env.ruleset).cloned());
+            let replaced = current.as_ref().map(|s| Replaced {
+                sha256: &s.sha256,
+                module: &s.bytes,
+            });
+            if let Err(refusals) = policy::check(trust, &env, replaced) {
+                let kind = refusals.first().map_or("policy", |r| r.kind);
+                let why: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+                return self.reject(kind, &subject(&env), &why.join("; "));
+            }
         }
         // Compile off the request path: evaluations keep using the current module meanwhile.
         let module = match self.host.load(&env.module) {

@@ -120,8 +120,7 @@ async fn publish_propagate_swap_reject_poison_and_restart_from_snapshot() {
         version,
         module: module.to_vec(),
         created_at: now(),
-        reason: None,
-        change: None,
+        ..Draft::default()
     };
     let stranger = KeyPair::generate().unwrap();
     let mut tampered = Envelope::sign(draft(3, &v1), &key);
@@ -386,8 +385,7 @@ fn a_batch_installs_only_its_newest_envelope() {
         version,
         module,
         created_at: "2026-11-25T10:00:00Z".into(),
-        reason: None,
-        change: None,
+        ..Draft::default()
     };
     let (m1, m2) = (checkout_module(false), checkout_module(true));
     let batch: Vec<Vec<u8>> = vec![

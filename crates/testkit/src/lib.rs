@@ -79,6 +79,13 @@ impl Broker {
         broker
     }
 
+    /// The durable engine's sqlite database (`None` on the memory engine): tests that play
+    /// an attacker with access to the broker's storage edit it while the broker is stopped.
+    #[must_use]
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join("tansu.db"))
+    }
+
     /// Whether the broker process is running.
     #[must_use]
     pub fn is_running(&self) -> bool {

@@ -5,3 +5,4 @@ mod audience;
 mod commands;
 mod corpus;
 mod golden;
+mod governance;

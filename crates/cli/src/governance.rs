@@ -1,0 +1,472 @@
+//! `flagforge diff`, `approve`, `audit log|verify` and `stale`: the governance commands (the
+//! logic lives in flagforge-governance; this file reads inputs and prints).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use evaluator_core::ir::RulesetIr;
+use flagforge_distribution::{decide, Decision, Envelope, KeyPair};
+use flagforge_governance::audit::{link, verify_chain, AuditRecord};
+use flagforge_governance::{
+    diff, encode_changes, forbidden_transitions, module_rules, Approval, Change, Trust,
+};
+use serde_json::{json, Value as Json};
+
+/// The compiled rules of a module file, or of rule sources (compiled now).
+pub fn rules_of(path: &Path) -> Result<RulesetIr> {
+    if path.is_file() {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        if bytes.starts_with(b"\0asm") {
+            return module_rules(&bytes).with_context(|| format!("reading {}", path.display()));
+        }
+    }
+    match flagforge_compiler::compile_path(path) {
+        Ok(c) => Ok(c.ir),
+        Err(e) => bail!("{e}"),
+    }
+}
+
+fn changes_json(changes: &[Change]) -> Json {
+    serde_json::to_value(changes).unwrap_or(Json::Null)
+}
+
+/// `flagforge diff OLD NEW [--json]`.
+pub fn diff_cmd(old: &Path, new: &Path, as_json: bool) -> Result<ExitCode> {
+    let (a, b) = (rules_of(old)?, rules_of(new)?);
+    let changes = diff(Some(&a), &b);
+    let forbidden = forbidden_transitions(&changes, &b);
+    if as_json {
+        let out = json!({
+            "old": a.name, "new": b.name,
+            "changes": changes_json(&changes),
+            "forbiddenTransitions": forbidden.iter().map(|t| json!({
+                "flag": t.flag, "scope": t.scope, "from": t.from, "to": t.to,
+                "allowed": t.allowed, "message": t.to_string(),
+            })).collect::<Vec<_>>(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        if changes.is_empty() {
+            outln!("no changes");
+        }
+        for c in &changes {
+            outln!("{}", c.summary());
+        }
+        for t in &forbidden {
+            outln!("FORBIDDEN TRANSITION {t}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `approve` diffs the module against.
+pub enum Against {
+    /// The newest version on the modules topic (the newest a host governed by the trust file
+    /// would serve, when one is given).
+    Topic(flagforge_kafka::KafkaConfig, Option<Trust>),
+    /// A module file.
+    Module(PathBuf),
+    /// Nothing: the ruleset's first version.
+    First,
+}
+
+/// `flagforge approve FILE.wasm --key KEY (--brokers B | --against OLD.wasm | --first)`.
+pub fn approve(
+    module: &Path,
+    key: &Path,
+    against: Against,
+    out: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let key = KeyPair::read(key)?;
+    let loaded = crate::load_module(module)?;
+    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let ruleset = loaded.manifest().ruleset.clone();
+    let previous: Option<(String, Vec<u8>)> = match against {
+        Against::First => None,
+        Against::Module(p) => {
+            let b = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            Some((loaded_sha(&b), b))
+        }
+        Against::Topic(config, trust) => {
+            let mut publisher = flagforge_kafka::Publisher::new(config)?;
+            if let Some(t) = trust {
+                publisher = publisher.governed(t);
+            }
+            publisher.latest(&ruleset)?.map(|e| (e.sha256, e.module))
+        }
+    };
+    let new = module_rules(&bytes)?;
+    let old = previous
+        .as_ref()
+        .map(|(_, m)| module_rules(m))
+        .transpose()?;
+    let changes = diff(old.as_ref(), &new);
+    outln!(
+        "approving `{ruleset}` sha256 {} against {}:",
+        loaded.sha256_hex(),
+        previous
+            .as_ref()
+            .map_or("nothing (first version)".to_owned(), |(s, _)| format!(
+                "sha256 {s}"
+            ))
+    );
+    for c in &changes {
+        outln!("  {}", c.summary().replace('\n', "\n  "));
+    }
+    let approval = Approval::sign(
+        &key,
+        &ruleset,
+        &loaded.sha256_hex(),
+        previous.as_ref().map(|(s, _)| s.as_str()),
+        &encode_changes(&changes),
+    );
+    let out = out.unwrap_or_else(|| approval_path(module, key.public().id()));
+    std::fs::write(&out, serde_json::to_string_pretty(&approval)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    outln!(
+        "approval by {} written to {}",
+        key.public().id(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn loaded_sha(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Where `approve` writes an approval of `module` by key `id` (and `publish` looks for it).
+fn approval_path(module: &Path, id: &str) -> PathBuf {
+    let name = module
+        .file_name()
+        .map_or_else(|| "module".into(), |n| n.to_string_lossy().into_owned());
+    module.with_file_name(format!("{name}.approval-{id}.json"))
+}
+
+/// The approvals next to `module` (`MODULE.approval-*.json`) plus the files given.
+pub fn approvals_for(module: &Path, extra: &[PathBuf]) -> Result<Vec<Approval>> {
+    let name = module
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let prefix = format!("{name}.approval-");
+    let dir = module
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.extend(extra.iter().cloned());
+    files
+        .iter()
+        .map(|f| {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{}: not an approval", f.display()))
+        })
+        .collect()
+}
+
+/// Reads a trust file, with its located error.
+pub fn read_trust(path: &Path) -> Result<Trust> {
+    Trust::read(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn audit_records(config: &flagforge_kafka::KafkaConfig) -> Result<Vec<flagforge_kafka::Record>> {
+    Ok(flagforge_kafka::read_topic(
+        config,
+        flagforge_kafka::AUDIT_TOPIC,
+    )?)
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+/// `flagforge audit log [--flag KEY] [--json]`.
+pub fn audit_log(
+    config: &flagforge_kafka::KafkaConfig,
+    flag: Option<&str>,
+    as_json: bool,
+) -> Result<ExitCode> {
+    let raw = audit_records(config)?;
+    let mut rows = Vec::new();
+    for r in &raw {
+        let Ok(rec) = AuditRecord::decode(&r.value) else {
+            eprintln!("warning: offset {}: not an audit record", r.offset);
+            continue;
+        };
+        let changes: Vec<Change> = rec
+            .changes()
+            .into_iter()
+            .filter(|c| flag.is_none_or(|f| c.flag().key == f))
+            .collect();
+        if flag.is_some() && changes.is_empty() {
+            continue;
+        }
+        rows.push((r.offset, rec, changes));
+    }
+    if as_json {
+        let out: Vec<Json> = rows
+            .iter()
+            .map(|(offset, rec, changes)| {
+                let e = &rec.envelope;
+                json!({
+                    "offset": offset, "seq": rec.seq, "recordedAt": rec.recorded_at,
+                    "ruleset": e.ruleset, "version": e.version, "sha256": e.sha256,
+                    "previous": e.previous, "author": rec.author, "authorKey": e.author,
+                    "approvers": rec.approvers, "reason": e.reason, "change": e.change,
+                    "changes": changes_json(changes),
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        outln!(
+            "no audit records{}",
+            flag.map_or(String::new(), |f| format!(" for {f}"))
+        );
+    }
+    for (_, rec, changes) in &rows {
+        let e = &rec.envelope;
+        outln!(
+            "#{} {} {} v{} sha256 {} by {}{}{}{}",
+            rec.seq,
+            rec.recorded_at,
+            e.ruleset,
+            e.version,
+            short(&e.sha256),
+            rec.author,
+            if rec.approvers.is_empty() {
+                String::new()
+            } else {
+                format!(", approved by {}", rec.approvers.join(", "))
+            },
+            e.reason
+                .as_ref()
+                .map_or(String::new(), |r| format!(", reason: {r}")),
+            e.change
+                .as_ref()
+                .map_or(String::new(), |c| format!(", change: {c}")),
+        );
+        for c in changes {
+            outln!("    {}", c.summary().replace('\n', "\n    "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flagforge audit verify [--trust FILE]`: the chain, the signatures (with a trust file), and
+/// that every module on the modules topic has its record.
+pub fn audit_verify(
+    config: &flagforge_kafka::KafkaConfig,
+    trust: Option<&Trust>,
+) -> Result<ExitCode> {
+    let raw = audit_records(config)?;
+    let values: Vec<Vec<u8>> = raw.iter().map(|r| r.value.clone()).collect();
+    let records = match verify_chain(&values) {
+        Ok(r) => r,
+        Err(b) => {
+            let offset = raw.get(b.index).map_or(-1, |r| r.offset);
+            outln!(
+                "BROKEN LINK at record #{} (offset {offset}): {}",
+                b.index,
+                b.reason
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut failures = Vec::new();
+    if let Some(trust) = trust {
+        let authors = trust.authors();
+        for r in &records {
+            let e = &r.envelope;
+            if let Err(err) = e.verify_author(&authors) {
+                failures.push(format!(
+                    "record #{} ({} v{}): {err}",
+                    r.seq, e.ruleset, e.version
+                ));
+            }
+            let statement = flagforge_governance::envelope_statement(e);
+            for s in e.signatures.iter().filter(|s| s.role == "approver") {
+                if !trust
+                    .member(&s.key_id)
+                    .is_some_and(|m| m.key.verify(&statement, &s.signature))
+                {
+                    failures.push(format!(
+                        "record #{} ({} v{}): the approval by {} does not verify",
+                        r.seq, e.ruleset, e.version, s.key_id
+                    ));
+                }
+            }
+        }
+    }
+    // Every module hosts would serve must have its audit record; a record newer than the
+    // modules topic is a publish interrupted between its two writes.
+    let mut newest: std::collections::BTreeMap<String, Envelope> =
+        std::collections::BTreeMap::new();
+    for env in flagforge_kafka::history(config)? {
+        let current = newest
+            .get(&env.ruleset)
+            .map(|b| (b.version, b.sha256.as_str()));
+        if decide(current, &env) == Decision::Accept {
+            newest.insert(env.ruleset.clone(), env);
+        }
+    }
+    for (ruleset, env) in &newest {
+        let recorded = records.iter().any(|r| {
+            r.envelope.ruleset == *ruleset
+                && r.envelope.version == env.version
+                && r.envelope.sha256 == env.sha256
+        });
+        if !recorded {
+            failures.push(format!(
+                "{ruleset} v{} (sha256 {}) is on the modules topic without an audit record",
+                env.version,
+                short(&env.sha256)
+            ));
+        }
+        for r in records
+            .iter()
+            .filter(|r| r.envelope.ruleset == *ruleset && r.envelope.version > env.version)
+        {
+            outln!(
+                "warning: record #{} ({ruleset} v{}) never reached the modules topic: an interrupted publish; publish that module again to complete it",
+                r.seq, r.envelope.version
+            );
+        }
+    }
+    if !failures.is_empty() {
+        for f in &failures {
+            outln!("FAILED {f}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    outln!(
+        "audit chain ok: {} records{}, head {}",
+        records.len(),
+        if trust.is_some() {
+            ", signatures verified"
+        } else {
+            ""
+        },
+        values
+            .last()
+            .map_or_else(|| "(empty)".to_owned(), |v| link(v))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flagforge stale DIR|FILE [--today DATE] [--within DAYS] [--json] [--fail-on-expired]`.
+pub fn stale(
+    path: &Path,
+    today: Option<&str>,
+    within: i64,
+    as_json: bool,
+    fail_on_expired: bool,
+) -> Result<ExitCode> {
+    let ir = rules_of(path)?;
+    let today = today.map_or_else(today_utc, str::to_owned);
+    let Some(report) = flagforge_governance::stale(&ir, &today, within) else {
+        bail!("--today `{today}`: expected YYYY-MM-DD");
+    };
+    if as_json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        outln!(
+            "ruleset `{}` on {} (expiring: within {} days)",
+            report.ruleset,
+            report.today,
+            within
+        );
+        let section = |title: &str, rows: Vec<String>| {
+            outln!("{title} ({}):", rows.len());
+            for r in rows {
+                outln!("  {r}");
+            }
+        };
+        section(
+            "expired",
+            report
+                .expired
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} ({}, {}) expired {} ({} days ago)",
+                        e.flag, e.kind, e.owner, e.expires, -e.days_left
+                    )
+                })
+                .collect(),
+        );
+        section(
+            "expiring soon",
+            report
+                .expiring
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} ({}, {}) expires {} (in {} days)",
+                        e.flag, e.kind, e.owner, e.expires, e.days_left
+                    )
+                })
+                .collect(),
+        );
+        section(
+            "fully rolled out (serves one variant; retirement candidates)",
+            report
+                .fully_rolled_out
+                .iter()
+                .map(|r| format!("{} ({}) always serves {}", r.flag, r.owner, r.serves))
+                .collect(),
+        );
+        section(
+            "no other flag depends on",
+            report
+                .unreferenced
+                .iter()
+                .map(|u| {
+                    if u.dependents.is_empty() {
+                        format!(
+                            "{} ({}), no services declared in `dependents`",
+                            u.flag, u.owner
+                        )
+                    } else {
+                        format!(
+                            "{} ({}), read by {}",
+                            u.flag,
+                            u.owner,
+                            u.dependents.join(", ")
+                        )
+                    }
+                })
+                .collect(),
+        );
+    }
+    Ok(if fail_on_expired && !report.expired.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Today's date (UTC), `YYYY-MM-DD`.
+pub fn today_utc() -> String {
+    crate::now_rfc3339()
+        .get(..10)
+        .unwrap_or("1970-01-01")
+        .to_owned()
+}
