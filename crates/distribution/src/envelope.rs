@@ -311,6 +311,14 @@ pub(crate) mod tests {
                 "bad_signature",
             ),
             (Box::new(|e| e.format = 2), "format"),
+            (
+                Box::new(|e| e.previous = Some("ab".repeat(32))),
+                "bad_signature",
+            ),
+            (
+                Box::new(|e| e.changes = Some(serde_bytes::ByteBuf::from(vec![0x90]))),
+                "bad_signature",
+            ),
             (Box::new(|e| e.ruleset = "../etc".into()), "bad_ruleset"),
         ];
         for (tamper, kind) in cases {

@@ -118,3 +118,56 @@ pub fn verify_chain(records: &[Vec<u8>]) -> Result<Vec<AuditRecord>, BrokenLink>
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flagforge_distribution::{Draft, KeyPair};
+
+    fn chain(n: usize) -> Vec<Vec<u8>> {
+        let key = KeyPair::generate().unwrap();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for i in 0..n {
+            let env = Envelope::sign(
+                Draft {
+                    ruleset: "checkout".into(),
+                    version: i as u64 + 1,
+                    module: vec![i as u8; 8],
+                    created_at: "2026-11-25T10:00:00Z".into(),
+                    ..Draft::default()
+                },
+                &key,
+            );
+            let record = AuditRecord {
+                format: AUDIT_FORMAT,
+                seq: i as u64,
+                prev: out.last().map(|b| link(b)).unwrap_or_default(),
+                recorded_at: "2026-11-25T10:00:00Z".into(),
+                author: "alice".into(),
+                approvers: vec![],
+                envelope: without_module(&env),
+            };
+            out.push(record.encode());
+        }
+        out
+    }
+
+    #[test]
+    fn altering_removing_or_reordering_a_record_breaks_the_next_link() {
+        let good = chain(4);
+        assert_eq!(verify_chain(&good).unwrap().len(), 4);
+        let mut altered = good.clone();
+        let at = altered[1].windows(5).position(|w| w == b"alice").unwrap();
+        altered[1][at] = b'A';
+        assert_eq!(verify_chain(&altered).unwrap_err().index, 2);
+        let mut removed = good.clone();
+        removed.remove(1);
+        assert_eq!(verify_chain(&removed).unwrap_err().index, 1);
+        let mut swapped = good.clone();
+        swapped.swap(2, 3);
+        assert_eq!(verify_chain(&swapped).unwrap_err().index, 2);
+        let mut garbage = good;
+        garbage[3] = b"not a record".to_vec();
+        assert_eq!(verify_chain(&garbage).unwrap_err().index, 3);
+    }
+}

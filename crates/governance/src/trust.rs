@@ -86,8 +86,8 @@ struct FileIr {
 struct KeyIr {
     identity: String,
     key: Spanned<String>,
-    roles: Vec<Spanned<String>>,
-    owners: Vec<String>,
+    roles: Spanned<Vec<Spanned<String>>>,
+    owners: Spanned<Vec<String>>,
 }
 
 fn kind_of(name: &str) -> Option<&'static str> {
@@ -133,7 +133,7 @@ impl Trust {
             let key = PublicKey::from_text(k.key.trim())
                 .map_err(|e| at(k.key.span().start(), format!("`key`: {e}")))?;
             let mut roles = BTreeSet::new();
-            for r in &k.roles {
+            for r in k.roles.iter() {
                 roles.insert(match r.as_str() {
                     "author" => Role::Author,
                     "approver" => Role::Approver,
@@ -146,11 +146,14 @@ impl Trust {
                 });
             }
             if roles.is_empty() {
-                return Err(at(span, format!("key of `{}` has no role", k.identity)));
+                return Err(at(
+                    k.roles.span().start(),
+                    format!("key of `{}` has no role", k.identity),
+                ));
             }
             if k.owners.is_empty() {
                 return Err(at(
-                    span,
+                    k.owners.span().start(),
                     format!(
                         "key of `{}` changes no owner's flags: list `owners` (or \"*\")",
                         k.identity

@@ -476,7 +476,15 @@ impl Publisher {
                 });
             }
         }
-        let refused = |e: flagforge_governance::GovernanceError| KafkaError::Refused(e.to_string());
+        if release.module.len() > MAX_ENVELOPE_BYTES {
+            return Err(KafkaError::Refused(format!(
+                "the module alone is {} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes for a whole envelope",
+                release.module.len()
+            )));
+        }
+        let refused = |e: flagforge_governance::GovernanceError| {
+            KafkaError::Refused(format!("cannot read the module's compiled rules: {e}"))
+        };
         let new_rules = module_rules(&release.module).map_err(refused)?;
         let old_rules = match &latest {
             Some(l) => Some(module_rules(&l.module).map_err(refused)?),
