@@ -67,6 +67,9 @@ pub struct ModuleStats {
     pub fallbacks: AtomicU64,
     /// Instances created.
     pub instances_created: AtomicU64,
+    /// Calls answered with the module's own answer remembered at load, for flags whose answer
+    /// reads no context attribute (no call into the module).
+    pub constant_answers: AtomicU64,
 }
 
 struct StoreData {
@@ -105,6 +108,10 @@ pub struct LoadedModule {
     reads: std::collections::HashMap<String, Vec<String>>,
     reads_all: Vec<String>,
     compiled_from: CompiledFrom,
+    /// The module's answers, asked once at load, for flags whose answer reads no attribute
+    /// (static flags, conditions on literals only): every call for them sends the module an
+    /// empty context, so the answer cannot change. Explanations are never remembered.
+    constant: std::collections::HashMap<String, Resolution>,
 }
 
 /// Where a loaded module's native code came from.
@@ -227,6 +234,7 @@ impl LoadedModule {
             stats: ModuleStats::default(),
             reads: std::collections::HashMap::new(),
             reads_all: Vec::new(),
+            constant: std::collections::HashMap::new(),
         };
         let mut slot = loaded.new_slot()?;
         slot.store
@@ -262,6 +270,7 @@ impl LoadedModule {
             });
         }
         loaded.checkin(slot);
+        loaded.constant = loaded.constant_answers();
         // Cached only once the module has passed every check above.
         if let (Some(cache), false) = (cache, loaded.compiled_from == CompiledFrom::Cache) {
             cache.store(&sha256, loaded.pre.module());
@@ -468,11 +477,36 @@ impl LoadedModule {
         self.manifest.fallback(key, err.code(), err.to_string())
     }
 
+    /// Asks the module, with the empty context every call for them sends, for the answer of
+    /// each flag whose answer reads no attribute. Failures and `ERROR` answers are not kept
+    /// (those flags keep going through the module).
+    fn constant_answers(&self) -> std::collections::HashMap<String, Resolution> {
+        let empty_context = [0x80u8]; // MessagePack {}
+        self.manifest
+            .flags
+            .iter()
+            .filter(|f| self.reads.get(&f.key).is_some_and(Vec::is_empty))
+            .filter_map(|f| {
+                let bytes = self
+                    .evaluate_raw(f.key.as_bytes(), &empty_context, 0)
+                    .ok()?;
+                let r = decode::<Resolution>(&bytes).ok()?;
+                (r.reason != flagforge_protocol::Reason::Error).then(|| (f.key.clone(), r))
+            })
+            .collect()
+    }
+
     /// Evaluates one flag. Never fails: problems become a result with reason `ERROR`.
     ///
     /// Only the attributes the flag's answer can depend on are encoded and sent (the
     /// manifest's `reads`, with prerequisites'): the rest of a large context costs nothing.
     pub fn evaluate(&self, key: &str, ctx: &Context, explain: bool) -> Resolution {
+        if !explain {
+            if let Some(r) = self.constant.get(key) {
+                self.stats.constant_answers.fetch_add(1, Ordering::Relaxed);
+                return r.clone();
+            }
+        }
         let options = if explain { abi::OPT_EXPLAIN } else { 0 };
         let names = self.reads.get(key).map_or(&[][..], Vec::as_slice);
         let out = self
