@@ -371,7 +371,36 @@ pub fn audit_verify(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `flagforge stale DIR|FILE [--today DATE] [--within DAYS] [--json] [--fail-on-expired]`.
+/// The rulesets under `path`: itself, or, for a directory holding no rule file but
+/// ruleset directories (like `rules-examples/`), each of those.
+fn rulesets_under(path: &Path) -> Vec<PathBuf> {
+    let yaml = |p: &Path| p.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return vec![path.to_path_buf()];
+    };
+    let entries: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    if entries.iter().any(|p| p.is_file() && yaml(p)) {
+        return vec![path.to_path_buf()];
+    }
+    let mut dirs: Vec<PathBuf> = entries
+        .into_iter()
+        .filter(|d| {
+            d.is_dir()
+                && std::fs::read_dir(d)
+                    .is_ok_and(|rd| rd.filter_map(Result::ok).any(|e| yaml(&e.path())))
+        })
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        vec![path.to_path_buf()]
+    } else {
+        dirs
+    }
+}
+
+/// `flagforge stale PATH [--today DATE] [--within DAYS] [--json] [--fail-on-expired]`: PATH is
+/// a ruleset (directory, rule file or module) or a directory of ruleset directories (one
+/// report each; `--json` then prints an array).
 pub fn stale(
     path: &Path,
     today: Option<&str>,
@@ -379,88 +408,102 @@ pub fn stale(
     as_json: bool,
     fail_on_expired: bool,
 ) -> Result<ExitCode> {
-    let ir = rules_of(path)?;
     let today = today.map_or_else(today_utc, str::to_owned);
-    let Some(report) = flagforge_governance::stale(&ir, &today, within) else {
-        bail!("--today `{today}`: expected YYYY-MM-DD");
-    };
-    if as_json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        outln!(
-            "ruleset `{}` on {} (expiring: within {} days)",
-            report.ruleset,
-            report.today,
-            within
-        );
-        let section = |title: &str, rows: Vec<String>| {
-            outln!("{title} ({}):", rows.len());
-            for r in rows {
-                outln!("  {r}");
-            }
+    let mut reports = Vec::new();
+    for dir in rulesets_under(path) {
+        let ir = rules_of(&dir)?;
+        let Some(report) = flagforge_governance::stale(&ir, &today, within) else {
+            bail!("--today `{today}`: expected YYYY-MM-DD");
         };
-        section(
-            "expired",
-            report
-                .expired
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{} ({}, {}) expired {} ({} days ago)",
-                        e.flag, e.kind, e.owner, e.expires, -e.days_left
-                    )
-                })
-                .collect(),
-        );
-        section(
-            "expiring soon",
-            report
-                .expiring
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{} ({}, {}) expires {} (in {} days)",
-                        e.flag, e.kind, e.owner, e.expires, e.days_left
-                    )
-                })
-                .collect(),
-        );
-        section(
-            "fully rolled out (serves one variant; retirement candidates)",
-            report
-                .fully_rolled_out
-                .iter()
-                .map(|r| format!("{} ({}) always serves {}", r.flag, r.owner, r.serves))
-                .collect(),
-        );
-        section(
-            "no other flag depends on",
-            report
-                .unreferenced
-                .iter()
-                .map(|u| {
-                    if u.dependents.is_empty() {
-                        format!(
-                            "{} ({}), no services declared in `dependents`",
-                            u.flag, u.owner
-                        )
-                    } else {
-                        format!(
-                            "{} ({}), read by {}",
-                            u.flag,
-                            u.owner,
-                            u.dependents.join(", ")
-                        )
-                    }
-                })
-                .collect(),
-        );
+        reports.push(report);
     }
-    Ok(if fail_on_expired && !report.expired.is_empty() {
+    if as_json {
+        match reports.as_slice() {
+            [one] => outln!("{}", serde_json::to_string_pretty(one)?),
+            many => outln!("{}", serde_json::to_string_pretty(many)?),
+        }
+    } else {
+        for report in &reports {
+            print_stale(report, within);
+        }
+    }
+    let expired = reports.iter().any(|r| !r.expired.is_empty());
+    Ok(if fail_on_expired && expired {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn print_stale(report: &flagforge_governance::StaleReport, within: i64) {
+    outln!(
+        "ruleset `{}` on {} (expiring: within {} days)",
+        report.ruleset,
+        report.today,
+        within
+    );
+    let section = |title: &str, rows: Vec<String>| {
+        outln!("{title} ({}):", rows.len());
+        for r in rows {
+            outln!("  {r}");
+        }
+    };
+    section(
+        "expired",
+        report
+            .expired
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} ({}, {}) expired {} ({} days ago)",
+                    e.flag, e.kind, e.owner, e.expires, -e.days_left
+                )
+            })
+            .collect(),
+    );
+    section(
+        "expiring soon",
+        report
+            .expiring
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} ({}, {}) expires {} (in {} days)",
+                    e.flag, e.kind, e.owner, e.expires, e.days_left
+                )
+            })
+            .collect(),
+    );
+    section(
+        "fully rolled out (serves one variant; retirement candidates)",
+        report
+            .fully_rolled_out
+            .iter()
+            .map(|r| format!("{} ({}) always serves {}", r.flag, r.owner, r.serves))
+            .collect(),
+    );
+    section(
+        "no other flag depends on",
+        report
+            .unreferenced
+            .iter()
+            .map(|u| {
+                if u.dependents.is_empty() {
+                    format!(
+                        "{} ({}), no services declared in `dependents`",
+                        u.flag, u.owner
+                    )
+                } else {
+                    format!(
+                        "{} ({}), read by {}",
+                        u.flag,
+                        u.owner,
+                        u.dependents.join(", ")
+                    )
+                }
+            })
+            .collect(),
+    );
 }
 
 /// Today's date (UTC), `YYYY-MM-DD`.
