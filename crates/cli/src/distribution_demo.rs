@@ -71,7 +71,7 @@ async fn wait_all(hosts: &[Arc<Registry>], version: u64, start: Instant) -> Resu
 /// Runs the loop against `brokers`, or an in-process mock cluster when `None`.
 pub fn run(examples: &Path, brokers: Option<&str>) -> Result<()> {
     // The mock cluster lives for the whole demo; it cannot create topics through the admin
-    // API, so the topic is created on it directly.
+    // API, so the topics are created on it directly.
     let mock = match brokers {
         Some(_) => None,
         None => {
@@ -79,6 +79,8 @@ pub fn run(examples: &Path, brokers: Option<&str>) -> Result<()> {
                 .context("starting the in-process Kafka mock cluster")?;
             m.create_topic(MODULES_TOPIC, 1, 1)
                 .context("creating the modules topic")?;
+            m.create_topic(flagforge_kafka::AUDIT_TOPIC, 1, 1)
+                .context("creating the audit topic")?;
             Some(m)
         }
     };
@@ -128,6 +130,28 @@ pub fn run(examples: &Path, brokers: Option<&str>) -> Result<()> {
         outln!("   published checkout v{} in {:.1} ms", p2.version, published.as_secs_f64() * 1e3);
         for (i, (h, t)) in hosts.iter().zip(&took).enumerate() {
             outln!("   host-{}: serving v{} {:>7.1} ms after the publish started — FraudEngineRoutingMode for FR: {}", i + 1, p2.version, t.as_secs_f64() * 1e3, fraud_engine(h, "FR"));
+        }
+        // What the audit topic now says (the semantic diff is computed from the modules).
+        outln!("\n   audit trail ({}):", flagforge_kafka::AUDIT_TOPIC);
+        let records = tokio::task::block_in_place(|| flagforge_kafka::read_topic(&config, flagforge_kafka::AUDIT_TOPIC))?;
+        let values: Vec<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
+        match flagforge_governance::audit::verify_chain(&values) {
+            Ok(chain) => {
+                for r in &chain {
+                    let e = &r.envelope;
+                    outln!("   #{} checkout v{} by {} — {}{}", r.seq, e.version, r.author, e.reason.as_deref().unwrap_or(""), e.change.as_ref().map_or(String::new(), |c| format!(" ({c})")));
+                    let changes = r.changes();
+                    if changes.len() > 3 {
+                        outln!("       {} flags defined", changes.len());
+                    } else {
+                        for c in changes {
+                            outln!("       {}", c.summary().replace('\n', "\n       "));
+                        }
+                    }
+                }
+                outln!("   chain verified: {} records, each naming the previous record's sha256", chain.len());
+            }
+            Err(b) => outln!("   audit chain broken at record #{}: {}", b.index, b.reason),
         }
         drop(subscribers);
         Ok::<_, anyhow::Error>(())

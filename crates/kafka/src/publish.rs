@@ -73,7 +73,12 @@ fn poisoned() -> KafkaError {
 
 /// The partitions of the modules topic, or `None` if it does not exist (yet).
 fn partitions(consumer: &BaseConsumer) -> Result<Option<Vec<i32>>, KafkaError> {
-    let metadata = consumer.fetch_metadata(Some(MODULES_TOPIC), Duration::from_secs(10))?;
+    partitions_of(consumer, MODULES_TOPIC)
+}
+
+/// The partitions of `topic`, or `None` if it does not exist (yet).
+fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let ids: Vec<i32> = metadata
         .topics()
         .iter()
@@ -309,7 +314,8 @@ impl Publisher {
     /// "forever": tansu 0.6 reads -1 literally and deletes every record at its next cleanup;
     /// found by the tampering test, which restarts the broker.)
     pub async fn ensure_audit_topic(&self) -> Result<(), KafkaError> {
-        if self.audit_ready.load(Ordering::Relaxed) {
+        if self.audit_ready.load(Ordering::Relaxed) || self.exists(AUDIT_TOPIC)? {
+            self.audit_ready.store(true, Ordering::Relaxed);
             return Ok(());
         }
         let admin: AdminClient<DefaultClientContext> = self.config.client(&[]).create()?;
@@ -337,10 +343,14 @@ impl Publisher {
     }
 
     fn topic_exists(&self) -> Result<bool, KafkaError> {
+        self.exists(MODULES_TOPIC)
+    }
+
+    fn exists(&self, topic: &str) -> Result<bool, KafkaError> {
         tokio::task::block_in_place(|| {
             let mut view = self.view.lock().map_err(|_| poisoned())?;
             let consumer = view.consumer(&self.config)?;
-            Ok(partitions(consumer)?.is_some())
+            Ok(partitions_of(consumer, topic)?.is_some())
         })
     }
 

@@ -315,6 +315,7 @@ pub async fn run(config: Config) -> Result<Report> {
         None => {
             let m = rdkafka::mocking::MockCluster::new(1).context("starting the mock cluster")?;
             m.create_topic(MODULES_TOPIC, 1, 1)?;
+            m.create_topic(flagforge_kafka::AUDIT_TOPIC, 1, 1)?;
             m.create_topic(EVENTS_TOPIC, 1, 1)?;
             Some(m)
         }
