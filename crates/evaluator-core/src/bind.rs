@@ -77,30 +77,84 @@ fn scalar_of(v: &Value) -> Scalar<'_> {
     }
 }
 
+/// The slots one flag's evaluation can read: a mask over the schema, and how many.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Needs {
+    pub(crate) mask: Vec<bool>,
+    pub(crate) count: usize,
+}
+
+/// Above this many declared attributes, a flag reading at most [`SPARSE_MAX_READS`] of them
+/// binds only those, into a short list, instead of one slot per declared attribute: a
+/// 1,000-attribute schema then costs a flag reading three attributes three slots, not a
+/// thousand.
+pub(crate) const SPARSE_ABOVE: usize = 32;
+/// See [`SPARSE_ABOVE`]; the list is searched linearly, so it stays short.
+pub(crate) const SPARSE_MAX_READS: usize = 16;
+
+/// The bound slots: one per declared attribute, or (for one flag of a large schema) only the
+/// needed ones that are present.
+#[derive(Debug)]
+pub(crate) enum Slots<'a> {
+    Dense(Vec<Slot<'a>>),
+    Sparse(Vec<(u32, Slot<'a>)>),
+}
+
+impl<'a> Slots<'a> {
+    /// Slot `i`; `None` when a sparse binding does not hold it (the attribute is absent, like
+    /// `Missing`). (Not inlined:
+    /// it is called from every slot read, and the module has a size budget.)
+    #[inline(never)]
+    pub(crate) fn get(&self, i: usize) -> Option<&Slot<'a>> {
+        match self {
+            Slots::Dense(v) => v.get(i),
+            Slots::Sparse(v) => v.iter().find(|(k, _)| *k as usize == i).map(|(_, s)| s),
+        }
+    }
+
+    /// Empty slots for `schema` bound for `needs`.
+    pub(crate) fn new(schema_len: usize, needs: Option<&Needs>) -> Slots<'a> {
+        match needs {
+            Some(n) if schema_len > SPARSE_ABOVE && n.count <= SPARSE_MAX_READS => {
+                Slots::Sparse(Vec::with_capacity(n.count))
+            }
+            _ => Slots::Dense((0..schema_len).map(|_| Slot::Missing).collect()),
+        }
+    }
+
+    /// Sets slot `i`.
+    #[inline(never)]
+    pub(crate) fn set(&mut self, i: usize, slot: Slot<'a>) {
+        match self {
+            Slots::Dense(v) => {
+                if let Some(s) = v.get_mut(i) {
+                    *s = slot;
+                }
+            }
+            // Each slot is set at most once: the context path visits each needed index once,
+            // and the bytes path refuses duplicate keys before setting.
+            Slots::Sparse(v) => v.push((i as u32, slot)),
+        }
+    }
+}
+
 /// Binds a context value (the native path); only slots set in `needs` (all when `None`).
-pub(crate) fn bind<'a>(
-    schema: &[AttrIr],
-    ctx: &'a Context,
-    needs: Option<&[bool]>,
-) -> Vec<Slot<'a>> {
-    schema
-        .iter()
-        .enumerate()
-        .map(|(i, attr)| {
-            if !wanted(needs, i) {
-                return Slot::Missing;
-            }
-            match ctx.get(&attr.name) {
-                None => Slot::Missing,
-                Some(v) => convert(attr, scalar_of(v)),
-            }
-        })
-        .collect()
+pub(crate) fn bind<'a>(schema: &[AttrIr], ctx: &'a Context, needs: Option<&Needs>) -> Slots<'a> {
+    let mut slots = Slots::new(schema.len(), needs);
+    for (i, attr) in schema.iter().enumerate() {
+        if !wanted(needs, i) {
+            continue;
+        }
+        if let Some(v) = ctx.get(&attr.name) {
+            slots.set(i, convert(attr, scalar_of(v)));
+        }
+    }
+    slots
 }
 
 /// Whether slot `i` is to be bound.
-pub(crate) fn wanted(needs: Option<&[bool]>, i: usize) -> bool {
-    needs.is_none_or(|n| n.get(i).copied().unwrap_or(false))
+pub(crate) fn wanted(needs: Option<&Needs>, i: usize) -> bool {
+    needs.is_none_or(|n| n.mask.get(i).copied().unwrap_or(false))
 }
 
 /// Types one attribute value against its declaration.

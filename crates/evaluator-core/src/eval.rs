@@ -18,7 +18,7 @@ use regex_lite::Regex;
 use semver::Version;
 use serde::Serialize;
 
-use crate::bind::{bind, Slot, V};
+use crate::bind::{bind, Needs, Slot, Slots, V};
 use crate::ir::{
     Action, ArithOp, AttrIr, CmpOp, Expr, FlagIr, Lit, RulesetIr, SetIr, StrOp, IR_FORMAT,
 };
@@ -52,7 +52,7 @@ pub struct Ruleset {
     order: Vec<u32>,
     /// Per flag: which schema slots its evaluation can read (its rules, segments, rollouts,
     /// schedule and prerequisites, transitively). Only those are bound for a one-flag call.
-    needs: Vec<Vec<bool>>,
+    needs: Vec<Needs>,
 }
 
 /// Records an explanation step; the arguments are evaluated only when explaining.
@@ -232,7 +232,7 @@ impl Ruleset {
     }
 
     /// The schema slots flag `index` can read, following segments and prerequisites.
-    fn slots_needed(&self, index: usize) -> Vec<bool> {
+    fn slots_needed(&self, index: usize) -> Needs {
         let ir = &self.ir;
         let mut mask = vec![false; ir.schema.len()];
         let mut mark = |i: u32| {
@@ -298,7 +298,8 @@ impl Ruleset {
                 }
             }
         }
-        mask
+        let count = mask.iter().filter(|m| **m).count();
+        Needs { mask, count }
     }
 
     /// The compiled model.
@@ -341,11 +342,7 @@ impl Ruleset {
         let Some(index) = self.find(key) else {
             return self.not_found(key);
         };
-        let slots = bind(
-            &self.ir.schema,
-            ctx,
-            self.needs.get(index).map(Vec::as_slice),
-        );
+        let slots = bind(&self.ir.schema, ctx, self.needs.get(index));
         self.resolution(&self.decision(index, &slots, opts))
     }
 
@@ -377,7 +374,7 @@ impl Ruleset {
             return flagforge_protocol::encode(&self.not_found(key)).unwrap_or_default();
         };
         let mut out = Vec::with_capacity(128);
-        let needs = self.needs.get(index).map(Vec::as_slice);
+        let needs = self.needs.get(index);
         let decision = match bind_bytes(&self.ir.schema, ctx, needs) {
             Ok(slots) => self.decision(index, &slots, opts),
             Err(e) => self.parse_failure(index, &e.0),
@@ -421,7 +418,7 @@ impl Ruleset {
         )
     }
 
-    fn decision(&self, index: usize, slots: &[Slot], opts: Options) -> Decision {
+    fn decision(&self, index: usize, slots: &Slots, opts: Options) -> Decision {
         let mut steps = opts.explain.then(Vec::new);
         let outcome = self.decide(index, slots, &mut steps, 0);
         Decision {
@@ -495,7 +492,7 @@ impl Ruleset {
     fn decide(
         &self,
         index: usize,
-        slots: &[Slot],
+        slots: &Slots,
         steps: &mut Option<Vec<Step>>,
         depth: usize,
     ) -> Result<(Reason, u32, Option<u32>), EvalError> {
@@ -663,21 +660,22 @@ impl Ruleset {
         Ok((reason, flag.default, None))
     }
 
-    fn slot<'a>(&self, slots: &'a [Slot<'a>], i: u32) -> Out<'a> {
+    fn slot<'a>(&self, slots: &'a Slots<'a>, i: u32) -> Out<'a> {
         match slots.get(i as usize) {
             Some(Slot::Val(v)) => Ok(Some(v.clone())),
             Some(Slot::Semver(v)) => Ok(Some(V::Semver(v))),
             Some(Slot::List(items)) => Ok(Some(V::List(items))),
-            Some(Slot::Missing) => Ok(None),
+            // `None`: a slot a sparse binding does not hold (absent); indices were checked
+            // against the schema when the rules were loaded.
+            Some(Slot::Missing) | None => Ok(None),
             Some(Slot::Invalid(msg)) => Err(EvalError {
                 code: ErrorCode::TypeMismatch,
                 message: msg.clone(),
             }),
-            None => Err(EvalError::general("attribute out of range")),
         }
     }
 
-    fn eval<'a>(&'a self, e: &'a Expr, slots: &'a [Slot<'a>]) -> Out<'a> {
+    fn eval<'a>(&'a self, e: &'a Expr, slots: &'a Slots<'a>) -> Out<'a> {
         Ok(Some(match e {
             Expr::Lit(l) => match l {
                 Lit::Bool(b) => V::Bool(*b),
@@ -836,7 +834,7 @@ impl Ruleset {
 
     /// `&&` (`absorbing = false`) and `||` (`absorbing = true`) with CEL's commutative handling
     /// of unknowns: an absorbing operand decides; otherwise an error, then unknown, wins.
-    fn junction<'a>(&'a self, xs: &'a [Expr], slots: &'a [Slot<'a>], absorbing: bool) -> Out<'a> {
+    fn junction<'a>(&'a self, xs: &'a [Expr], slots: &'a Slots<'a>, absorbing: bool) -> Out<'a> {
         let mut unknown = false;
         let mut error = None;
         for x in xs {

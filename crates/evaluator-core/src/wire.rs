@@ -11,7 +11,7 @@ use flagforge_protocol::limits::MAX_DEPTH;
 use flagforge_protocol::value::MAX_SAFE_INTEGER;
 use rmp::Marker;
 
-use crate::bind::{convert, wanted, Scalar, Slot};
+use crate::bind::{convert, wanted, Needs, Scalar, Slots};
 use crate::ir::AttrIr;
 
 /// Why context bytes were refused.
@@ -259,15 +259,17 @@ fn float<'a>(f: f64) -> Result<Scalar<'a>, WireError> {
 pub(crate) fn bind_bytes<'a>(
     schema: &[AttrIr],
     bytes: &'a [u8],
-    needs: Option<&[bool]>,
-) -> Result<Vec<Slot<'a>>, WireError> {
+    needs: Option<&Needs>,
+) -> Result<Slots<'a>, WireError> {
     let mut r = Reader { buf: bytes, pos: 0 };
     let m = r.marker()?;
     let len = match r.len_of(m)? {
         Some((Kind::Map, len)) => len,
         _ => return err("context must be a map"),
     };
-    let mut slots: Vec<Slot<'a>> = schema.iter().map(|_| Slot::Missing).collect();
+    let mut slots = Slots::new(schema.len(), needs);
+    // With a large schema, find each key by binary search rather than walking the schema.
+    let walk = schema.len() <= crate::bind::SPARSE_ABOVE;
     let mut seen = Seen::new(schema.len());
     // Canonical contexts list keys in byte order, like the schema: walk both together, and
     // fall back to binary search if the input is not in order.
@@ -275,7 +277,7 @@ pub(crate) fn bind_bytes<'a>(
     let mut previous: &[u8] = &[];
     for _ in 0..len {
         let key = r.key_bytes()?;
-        let index = if key >= previous {
+        let index = if walk && key >= previous {
             previous = key;
             loop {
                 match schema
@@ -299,8 +301,8 @@ pub(crate) fn bind_bytes<'a>(
         }
         if wanted(needs, i) {
             let value = r.value(1)?;
-            if let (Some(slot), Some(attr)) = (slots.get_mut(i), schema.get(i)) {
-                *slot = convert(attr, value);
+            if let Some(attr) = schema.get(i) {
+                slots.set(i, convert(attr, value));
             }
         } else {
             r.skip(1)?;

@@ -111,3 +111,112 @@ fn remembered_answers_of_context_free_flags_are_the_modules_own_bytes() {
         "the corpus should hold context-free flags: {checked}"
     );
 }
+
+/// A flag of a large schema (here 7 + 100 declared attributes) binds only the attributes it
+/// reads (evaluator-core's sparse slots): every answer equals the same flag's in a ruleset
+/// declaring only the 7, natively and in the module, for present, missing and wrong-typed
+/// attributes, and for context bytes whose keys are not in canonical order.
+#[test]
+fn a_large_schema_binds_only_what_a_flag_reads_with_the_same_answers() {
+    let flags = r#"flags:
+  - { key: Cmp, kind: ops, owner: t, variants: { on: true, off: false }, default: off, rules: [ { when: 'market == "FR" && n > 3', serve: on } ] }
+  - { key: InList, kind: ops, owner: t, variants: { on: true, off: false }, default: off, rules: [ { when: '"gold" in tags', serve: on } ] }
+  - { key: Split, kind: experiment, owner: t, expires: 2030-01-01, variants: { a: "a", b: "b" }, default: a, rules: [ { rollout: { a: 50, b: 50 }, by: customer } ] }
+  - { key: Version, kind: ops, owner: t, variants: { on: true, off: false }, default: off, rules: [ { when: 'version >= semver("2.0.0")', serve: on } ] }
+  - { key: Windowed, kind: ops, owner: t, variants: { on: true, off: false }, default: off, schedule: [ { from: 2026-01-01T00:00:00Z } ], prerequisites: [ { flag: Cmp, variant: on } ], rules: [ { when: 'has(tier)', serve: on } ] }
+"#;
+    let schema = "  market: string\n  n: int\n  tags: list<string>\n  customer: string\n  version: semver\n  now: timestamp\n  tier: string\n";
+    let pads: String = (0..100).map(|i| format!("  pad{i:03}: string\n")).collect();
+    let small = format!("ruleset: s\ncontext:\n{schema}{flags}");
+    let large = format!("ruleset: s\ncontext:\n{pads}{schema}{flags}");
+    let compile = |text: String| {
+        flagforge_compiler::compile_sources(&[flagforge_compiler::SourceFile {
+            path: "s.yaml".into(),
+            text,
+        }])
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (small, large) = (compile(small), compile(large));
+    let reference = Ruleset::decode(&small.rules).unwrap();
+    let native = Ruleset::decode(&large.rules).unwrap();
+    let module = Host::new(Limits::default())
+        .unwrap()
+        .load(&large.module)
+        .unwrap();
+    let v = |s: &str| Value::from(s);
+    let contexts: Vec<Vec<(&str, Value)>> = vec![
+        vec![
+            ("market", v("FR")),
+            ("n", Value::from(5)),
+            ("tier", v("gold")),
+            ("now", v("2026-11-25T00:00:00Z")),
+        ],
+        vec![("market", v("FR")), ("n", v("five")), ("pad050", v("x"))],
+        vec![
+            ("tags", Value::List(vec![v("silver"), v("gold")])),
+            ("customer", v("c-1")),
+            ("pad000", v("p")),
+            ("pad099", v("q")),
+        ],
+        vec![
+            ("version", v("2.1.0")),
+            ("customer", Value::from(7)),
+            ("tier", Value::from(3)),
+        ],
+        vec![
+            ("version", v("not-a-version")),
+            ("now", v("2025-01-01T00:00:00Z")),
+            ("market", v("FR")),
+            ("n", Value::from(9)),
+        ],
+        vec![],
+    ];
+    let keys = ["Cmp", "InList", "Split", "Version", "Windowed"];
+    for pairs in &contexts {
+        let ctx: flagforge_protocol::Context = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let bytes = flagforge_protocol::value::encode_context(&ctx).unwrap();
+        for key in keys {
+            let expected = reference.evaluate(key, &ctx, Options::default());
+            assert_eq!(
+                native.evaluate(key, &ctx, Options::default()),
+                expected,
+                "{key} {pairs:?}"
+            );
+            assert_eq!(
+                module.evaluate(key, &ctx, false),
+                expected,
+                "{key} {pairs:?}"
+            );
+            // The whole context, padding included, through the bytes path.
+            let raw = module.evaluate_raw(key.as_bytes(), &bytes, 0).unwrap();
+            assert_eq!(
+                flagforge_protocol::decode::<flagforge_protocol::Resolution>(&raw).unwrap(),
+                expected,
+                "{key} {pairs:?} (raw)"
+            );
+        }
+        assert_eq!(
+            module.evaluate_all(&ctx, false),
+            reference.evaluate_all(&ctx, Options::default())
+        );
+    }
+    // Keys out of canonical order: found by search, same answer.
+    let mut reversed = vec![0x83u8];
+    for (k, val) in [
+        ("n", Value::from(5)),
+        ("market", v("FR")),
+        ("pad001", v("z")),
+    ] {
+        reversed.extend(flagforge_protocol::encode(&Value::String(k.into())).unwrap());
+        reversed.extend(flagforge_protocol::encode(&val).unwrap());
+    }
+    let raw = module.evaluate_raw(b"Cmp", &reversed, 0).unwrap();
+    let r: flagforge_protocol::Resolution = flagforge_protocol::decode(&raw).unwrap();
+    assert_eq!(
+        (r.variant.as_deref(), r.reason),
+        (Some("on"), flagforge_protocol::Reason::TargetingMatch)
+    );
+}
