@@ -86,7 +86,7 @@ pub fn approve(
         Against::First => None,
         Against::Module(p) => {
             let b = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-            Some((loaded_sha(&b), b))
+            Some((crate::decisions::sha256_hex(&b), b))
         }
         Against::Topic(config, trust) => {
             let mut publisher = flagforge_kafka::Publisher::new(config)?;
@@ -130,11 +130,6 @@ pub fn approve(
         out.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn loaded_sha(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Where `approve` writes an approval of `module` by key `id` (and `publish` looks for it).

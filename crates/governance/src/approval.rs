@@ -34,16 +34,18 @@ struct Statement<'a> {
 /// The bytes an approval signs.
 #[must_use]
 pub fn statement(ruleset: &str, sha256: &str, previous: Option<&str>, changes: &[u8]) -> Vec<u8> {
+    signed_bytes(&Statement {
+        ruleset,
+        sha256,
+        previous,
+        changes_sha256: hex::encode(Sha256::digest(changes)),
+    })
+}
+
+fn signed_bytes(statement: &Statement<'_>) -> Vec<u8> {
     let mut out = APPROVAL_DOMAIN.to_vec();
-    let _ = rmp_serde::encode::write_named(
-        &mut out,
-        &Statement {
-            ruleset,
-            sha256,
-            previous,
-            changes_sha256: hex::encode(Sha256::digest(changes)),
-        },
-    );
+    // Writing to a Vec cannot fail.
+    let _ = rmp_serde::encode::write_named(&mut out, statement);
     out
 }
 
@@ -131,21 +133,14 @@ impl Approval {
     /// Whether the signature verifies with `key`.
     #[must_use]
     pub fn verifies(&self, key: &PublicKey) -> bool {
-        self.signature_bytes()
-            .is_some_and(|sig| key.verify(&statement_for(self), &sig))
+        self.signature_bytes().is_some_and(|sig| {
+            let statement = signed_bytes(&Statement {
+                ruleset: &self.ruleset,
+                sha256: &self.sha256,
+                previous: self.previous.as_deref(),
+                changes_sha256: self.changes_sha256.clone(),
+            });
+            key.verify(&statement, &sig)
+        })
     }
-}
-
-fn statement_for(a: &Approval) -> Vec<u8> {
-    let mut out = APPROVAL_DOMAIN.to_vec();
-    let _ = rmp_serde::encode::write_named(
-        &mut out,
-        &Statement {
-            ruleset: &a.ruleset,
-            sha256: &a.sha256,
-            previous: a.previous.as_deref(),
-            changes_sha256: a.changes_sha256.clone(),
-        },
-    );
-    out
 }

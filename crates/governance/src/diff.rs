@@ -137,7 +137,7 @@ impl Change {
             "{} {} ({}, {})",
             self.name(),
             f.key,
-            kind_name(f.kind),
+            f.kind.as_str(),
             f.owner
         );
         let list = |v: &[String]| v.join(" | ");
@@ -176,18 +176,6 @@ impl Change {
                 to.as_deref().unwrap_or("(none)")
             ),
         }
-    }
-}
-
-/// A kind's spelling in rule files.
-#[must_use]
-pub fn kind_name(kind: FlagKind) -> &'static str {
-    match kind {
-        FlagKind::Release => "release",
-        FlagKind::Experiment => "experiment",
-        FlagKind::Ops => "ops",
-        FlagKind::Migration => "migration",
-        FlagKind::Policy => "policy",
     }
 }
 
@@ -257,8 +245,8 @@ fn metadata(
     let fields: Vec<(&str, Option<String>, Option<String>)> = vec![
         (
             "kind",
-            Some(kind_name(old.kind).into()),
-            Some(kind_name(new.kind).into()),
+            Some(old.kind.as_str().into()),
+            Some(new.kind.as_str().into()),
         ),
         ("owner", Some(old.owner.clone()), Some(new.owner.clone())),
         ("expires", opt(&old.expires), opt(&new.expires)),

@@ -90,7 +90,7 @@ pub fn stale(ir: &RulesetIr, today: &str, within_days: i64) -> Option<StaleRepor
         if let Some((exp, at)) = f.expires.as_ref().and_then(|e| Some((e, date_start(e)?))) {
             let e = Expiry {
                 flag: f.key.clone(),
-                kind: crate::kind_name(f.kind).to_owned(),
+                kind: f.kind.as_str().to_owned(),
                 owner: f.owner.clone(),
                 expires: exp.clone(),
                 days_left: (at - now).div_euclid(DAY_NS),

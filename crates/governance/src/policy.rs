@@ -226,7 +226,7 @@ fn scope_and_approvals(
         let f = c.flag();
         let entry = flags.entry(f.key.as_str()).or_default();
         entry.0.insert(f.owner.clone());
-        entry.1.insert(crate::kind_name(f.kind));
+        entry.1.insert(f.kind.as_str());
         if let Change::FlagMetadataChanged { field, from, .. } = c {
             match (field.as_str(), from) {
                 ("owner", Some(o)) => {
@@ -235,7 +235,7 @@ fn scope_and_approvals(
                 ("kind", Some(k)) => {
                     if let Some(kind) = flagforge_protocol::FlagKind::ALL
                         .into_iter()
-                        .map(crate::kind_name)
+                        .map(flagforge_protocol::FlagKind::as_str)
                         .find(|x| x == k)
                     {
                         entry.1.insert(kind);

@@ -193,7 +193,8 @@ impl Renderer<'_> {
     }
 }
 
-fn variant(flag: &FlagIr, i: u32) -> String {
+/// A flag's variant name by index.
+pub(crate) fn variant_name(flag: &FlagIr, i: u32) -> String {
     flag.variants
         .get(i as usize)
         .map_or_else(|| format!("<variant {i}>"), |(n, _)| n.clone())
@@ -211,14 +212,14 @@ pub(crate) fn rule(ir: &RulesetIr, flag: &FlagIr, rule: &RuleIr) -> RuleView {
     };
     let (action, serves) = match &rule.action {
         Action::Serve(v) => (
-            format!("serve {}", variant(flag, *v)),
-            vec![variant(flag, *v)],
+            format!("serve {}", variant_name(flag, *v)),
+            vec![variant_name(flag, *v)],
         ),
         Action::Rollout(ro) => {
             let buckets: Vec<String> = ro
                 .buckets
                 .iter()
-                .map(|(v, w)| format!("{}: {w}", variant(flag, *v)))
+                .map(|(v, w)| format!("{}: {w}", variant_name(flag, *v)))
                 .collect();
             let seed = if ro.seed == flag.key {
                 String::new()
@@ -229,7 +230,7 @@ pub(crate) fn rule(ir: &RulesetIr, flag: &FlagIr, rule: &RuleIr) -> RuleView {
                 .buckets
                 .iter()
                 .filter(|(_, w)| *w > 0)
-                .map(|(v, _)| variant(flag, *v))
+                .map(|(v, _)| variant_name(flag, *v))
                 .collect();
             (
                 format!(
@@ -248,11 +249,6 @@ pub(crate) fn rule(ir: &RulesetIr, flag: &FlagIr, rule: &RuleIr) -> RuleView {
         action,
         serves,
     }
-}
-
-/// A flag's variant name by index.
-pub(crate) fn variant_name(flag: &FlagIr, i: u32) -> String {
-    variant(flag, i)
 }
 
 /// Variants as `name=value` text.
@@ -289,7 +285,7 @@ pub(crate) fn prerequisites(ir: &RulesetIr, flag: &FlagIr) -> String {
                 pf.key,
                 p.variants
                     .iter()
-                    .map(|v| variant(pf, *v))
+                    .map(|v| variant_name(pf, *v))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

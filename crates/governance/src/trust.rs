@@ -93,7 +93,7 @@ struct KeyIr {
 fn kind_of(name: &str) -> Option<&'static str> {
     FlagKind::ALL
         .iter()
-        .map(|k| crate::kind_name(*k))
+        .map(|k| k.as_str())
         .find(|k| *k == name)
 }
 
@@ -201,10 +201,7 @@ impl Trust {
     /// Approvals (besides the author) a change to a flag of `kind` needs.
     #[must_use]
     pub fn approvals_needed(&self, kind: FlagKind) -> u32 {
-        self.approvals
-            .get(crate::kind_name(kind))
-            .copied()
-            .unwrap_or(0)
+        self.approvals.get(kind.as_str()).copied().unwrap_or(0)
     }
 
     /// Approvals needed for a kind by its spelling in rule files (`policy`, …).

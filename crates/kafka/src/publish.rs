@@ -653,13 +653,7 @@ pub fn read_topic(config: &KafkaConfig, topic: &str) -> Result<Vec<Record>, Kafk
             ("max.partition.fetch.bytes", "2000000"),
         ])
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let ids: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let ids = partitions_of(&consumer, topic)?.unwrap_or_default();
     let mut tpl = TopicPartitionList::new();
     let mut high = BTreeMap::new();
     for &p in &ids {

@@ -501,14 +501,16 @@ impl LoadedModule {
     /// Only the attributes the flag's answer can depend on are encoded and sent (the
     /// manifest's `reads`, with prerequisites'): the rest of a large context costs nothing.
     pub fn evaluate(&self, key: &str, ctx: &Context, explain: bool) -> Resolution {
-        if !explain {
+        let names = self.reads.get(key).map_or(&[][..], Vec::as_slice);
+        // Only a flag reading nothing can have a remembered answer: no second lookup for
+        // the others.
+        if !explain && names.is_empty() {
             if let Some(r) = self.constant.get(key) {
                 self.stats.constant_answers.fetch_add(1, Ordering::Relaxed);
                 return r.clone();
             }
         }
         let options = if explain { abi::OPT_EXPLAIN } else { 0 };
-        let names = self.reads.get(key).map_or(&[][..], Vec::as_slice);
         let out = self
             .encode_context(ctx, names)
             .and_then(|c| self.evaluate_raw(key.as_bytes(), &c, options))

@@ -56,18 +56,32 @@ fn module(dir: &Path, name: &str, edit: impl Fn(&str, String) -> String) -> Path
     path
 }
 
-fn edit_in(
-    file: &'static str,
-    from: &'static str,
-    to: &'static str,
-) -> impl Fn(&str, String) -> String {
-    move |name, t| {
-        if name == file {
-            assert!(t.contains(from), "`{from}` not in {file}");
-            t.replacen(from, to, 1)
-        } else {
-            t
+/// One edit of the checkout sources: in FILE, replace the first FROM by TO.
+type Edit = (&'static str, &'static str, &'static str);
+
+/// The policy change (TaxCalculationMode serves vertex_v2 in CH too).
+const CH: Edit = (
+    "policy.yaml",
+    "'market == \"DE\" || market == \"AT\"'",
+    "'market == \"DE\" || market == \"AT\" || market == \"CH\"'",
+);
+/// Logistics-team's change (SameDayDispatchEligibility's silver split).
+const SPLIT: Edit = (
+    "experience.yaml",
+    "rollout: { eligible: 20, not_eligible: 80 }",
+    "rollout: { eligible: 50, not_eligible: 50 }",
+);
+
+/// The checkout sources with `edits` applied in order (each must find its text).
+fn edited(edits: &'static [Edit]) -> impl Fn(&str, String) -> String {
+    move |name, mut t| {
+        for (file, from, to) in edits {
+            if name == *file {
+                assert!(t.contains(from), "`{from}` not in {file}");
+                t = t.replacen(from, to, 1);
+            }
         }
+        t
     }
 }
 
@@ -420,15 +434,7 @@ fn governed_publishes_need_approvals_and_scopes_hosts_check_again_and_the_audit_
     });
 
     // A policy change with only the author's signature: refused by publish...
-    let v2 = module(
-        d.path(),
-        "v2.wasm",
-        edit_in(
-            "policy.yaml",
-            "'market == \"DE\" || market == \"AT\"'",
-            "'market == \"DE\" || market == \"AT\" || market == \"CH\"'",
-        ),
-    );
+    let v2 = module(d.path(), "v2.wasm", edited(&[CH]));
     let out = refused(publish(&v2, &keys.path("alice"), &[], &[]));
     assert!(out.contains("TaxCalculationMode (policy flag of finance-platform) needs 1 approval(s) by an approver for finance-platform other than the author; it has 0"), "{out}");
     // ... and the same envelope made by hand and sent straight to the topic is refused by the
@@ -456,20 +462,18 @@ fn governed_publishes_need_approvals_and_scopes_hosts_check_again_and_the_audit_
 
     // Carol may change logistics-team's flags only: publish refuses, the host refuses the
     // hand-made envelope, and her own team's flag goes through without an approval (release).
-    let v3 = module(d.path(), "v3.wasm", |n, t| {
-        edit_in(
-            "ops.yaml",
-            "when: 'market == \"IT\"'",
-            "when: 'market == \"IT\" || market == \"ES\"'",
-        )(
-            n,
-            edit_in(
-                "policy.yaml",
-                "'market == \"DE\" || market == \"AT\"'",
-                "'market == \"DE\" || market == \"AT\" || market == \"CH\"'",
-            )(n, t),
-        )
-    });
+    let v3 = module(
+        d.path(),
+        "v3.wasm",
+        edited(&[
+            CH,
+            (
+                "ops.yaml",
+                "when: 'market == \"IT\"'",
+                "when: 'market == \"IT\" || market == \"ES\"'",
+            ),
+        ]),
+    );
     let out = refused(publish(&v3, &keys.path("carol"), &[], &[]));
     assert!(
         out.contains("carol@shop.example")
@@ -480,20 +484,7 @@ fn governed_publishes_need_approvals_and_scopes_hosts_check_again_and_the_audit_
     wait_until("the host counts the out-of-scope envelope", || {
         rejected(&host, "out_of_scope") == 1
     });
-    let v4 = module(d.path(), "v4.wasm", |n, t| {
-        edit_in(
-            "experience.yaml",
-            "rollout: { eligible: 20, not_eligible: 80 }",
-            "rollout: { eligible: 50, not_eligible: 50 }",
-        )(
-            n,
-            edit_in(
-                "policy.yaml",
-                "'market == \"DE\" || market == \"AT\"'",
-                "'market == \"DE\" || market == \"AT\" || market == \"CH\"'",
-            )(n, t),
-        )
-    });
+    let v4 = module(d.path(), "v4.wasm", edited(&[CH, SPLIT]));
     assert!(ok(publish(&v4, &keys.path("carol"), &[], &[])).contains("version 5"));
     wait_until("the host serves carol's change", || {
         host.served() == Some((5, sha(&v4)))
@@ -501,23 +492,21 @@ fn governed_publishes_need_approvals_and_scopes_hosts_check_again_and_the_audit_
     assert_eq!(host.served(), Some((5, sha(&v4))));
 
     // A migration flag jumping LEGACY_ONLY → NEW_ONLY is refused, naming the transition.
-    let jump = module(d.path(), "jump.wasm", |n, t| {
-        let t = edit_in(
-            "policy.yaml",
-            "'market == \"DE\" || market == \"AT\"'",
-            "'market == \"DE\" || market == \"AT\" || market == \"CH\"'",
-        )(n, t);
-        let t = edit_in(
-            "experience.yaml",
-            "rollout: { eligible: 20, not_eligible: 80 }",
-            "rollout: { eligible: 50, not_eligible: 50 }",
-        )(n, t);
-        edit_in(
-            "migration.yaml",
-            "    default: LEGACY_ONLY\n",
-            "    default: NEW_ONLY\n",
-        )(n, t)
-    });
+    let jump = module(
+        d.path(),
+        "jump.wasm",
+        edited(&[
+            CH,
+            SPLIT,
+            (
+                "migration.yaml",
+                "    default: LEGACY_ONLY
+",
+                "    default: NEW_ONLY
+",
+            ),
+        ]),
+    );
     let out = refused(publish(&jump, &keys.path("alice"), &[], &[]));
     assert!(
         out.contains("FulfillmentRoutingMode: LEGACY_ONLY → NEW_ONLY is not an allowed transition"),
@@ -563,23 +552,19 @@ fn governed_publishes_need_approvals_and_scopes_hosts_check_again_and_the_audit_
     // A crash between the audit write and the module write: the record is there, the module
     // is not; hosts keep serving v5; another module is refused until the interrupted one is
     // completed; completing it writes no second record; publishing it again changes nothing.
-    let v6 = module(d.path(), "v6.wasm", |n, t| {
-        let t = edit_in(
-            "policy.yaml",
-            "'market == \"DE\" || market == \"AT\"'",
-            "'market == \"DE\" || market == \"AT\" || market == \"CH\"'",
-        )(n, t);
-        let t = edit_in(
-            "experience.yaml",
-            "rollout: { eligible: 20, not_eligible: 80 }",
-            "rollout: { eligible: 50, not_eligible: 50 }",
-        )(n, t);
-        edit_in(
-            "experience.yaml",
-            "expires: 2027-01-31",
-            "expires: 2027-02-28",
-        )(n, t)
-    });
+    let v6 = module(
+        d.path(),
+        "v6.wasm",
+        edited(&[
+            CH,
+            SPLIT,
+            (
+                "experience.yaml",
+                "expires: 2027-01-31",
+                "expires: 2027-02-28",
+            ),
+        ]),
+    );
     let crashed = publish(
         &v6,
         &keys.path("alice"),
