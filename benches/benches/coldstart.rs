@@ -3,6 +3,12 @@
 //! step alone (`Host::load`: compile or cache, instantiate, read the manifest).
 //!
 //! `cargo bench -p flagforge-benches --bench coldstart`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark harness: a failed setup aborts the run"
+)]
 
 use std::hint::black_box;
 use std::path::Path;

@@ -2,6 +2,12 @@
 //! decoding and verifying it downstream (criterion). Also prints the header size.
 //!
 //! `cargo bench -p flagforge-benches --bench decision`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark harness: a failed setup aborts the run"
+)]
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -42,6 +48,7 @@ fn ten_flags() -> DecisionContext {
             },
         ],
         decisions,
+        subject: None,
     }
 }
 

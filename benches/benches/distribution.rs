@@ -5,6 +5,12 @@
 //!
 //! `cargo bench -p flagforge-benches --bench distribution` runs 40 rounds of each; under
 //! `cargo test` (no `--bench` argument) it runs 3 rounds as a smoke test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark harness: a failed setup aborts the run"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

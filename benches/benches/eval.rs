@@ -7,6 +7,12 @@
 //! - `wasmtime`: `LoadedModule::evaluate` — sandbox plus marshalling.
 //!
 //! Run: `cargo bench -p flagforge-benches --bench eval`, then `python3 scripts/bench-ratios.py`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark harness: a failed setup aborts the run"
+)]
 
 use std::hint::black_box;
 

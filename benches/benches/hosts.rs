@@ -5,6 +5,12 @@
 //! `cargo bench -p flagforge-benches --bench hosts` (needs `scripts/build-bindings.sh` and
 //! `npm ci` in `bindings/tests` first; `scripts/bench-hosts.sh` does all three). Under
 //! `cargo test` it only checks that the Rust side runs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark harness: a failed setup aborts the run"
+)]
 
 use std::collections::BTreeMap;
 use std::hint::black_box;

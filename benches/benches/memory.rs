@@ -5,6 +5,12 @@
 //! sets up once (compiler threads and arenas); the last column is the cost of one more ruleset.
 //!
 //! `cargo bench -p flagforge-benches --bench memory`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark harness: a failed setup aborts the run"
+)]
 
 use flagforge_protocol::{Context, Value};
 use wasm_host::{Host, Limits, LoadedModule};

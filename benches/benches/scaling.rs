@@ -8,6 +8,12 @@
 //!
 //! Each size is measured natively (evaluator-core) and in wasmtime, in the same run.
 //! `cargo bench -p flagforge-benches --bench scaling`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark harness: a failed setup aborts the run"
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -529,6 +529,7 @@ impl FlagEngine {
                 sha256: self.hash.clone(),
             }],
             decisions,
+            subject: None,
         };
         Ok(d.encode(&key))
     }

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, Result};
 use evaluator_core::{Options, Ruleset};
 use flagforge_protocol::Context;
 use serde_json::{json, Value as Json};
@@ -62,16 +62,15 @@ fn default_context(path: &Path) -> Context {
 /// Runs the measurements; returns the report as JSON.
 pub fn run(path: &Path, context: Option<&str>, flag: Option<&str>) -> Result<Json> {
     let t = Instant::now();
-    let (module_bytes, rules, compile_ms) = if path.is_dir()
-        || path.extension().is_some_and(|e| e == "yaml" || e == "yml")
-    {
-        let c = flagforge_compiler::compile_path(path).map_err(|e| anyhow!("{e}"))?;
-        (c.module, c.rules, Some(t.elapsed().as_secs_f64() * 1e3))
-    } else {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let rules = flagforge_governance::module_rules_bytes(&bytes)?;
-        (bytes, rules, None)
-    };
+    let (module_bytes, rules, compile_ms) =
+        if path.is_dir() || path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let c = flagforge_compiler::compile_path(path).map_err(|e| anyhow!("{e}"))?;
+            (c.module, c.rules, Some(t.elapsed().as_secs_f64() * 1e3))
+        } else {
+            let bytes = crate::read_module(path)?;
+            let rules = flagforge_governance::module_rules_bytes(&bytes)?;
+            (bytes, rules, None)
+        };
     let host = Host::new(Limits::default())?;
     let t = Instant::now();
     let module = host.load(&module_bytes)?;

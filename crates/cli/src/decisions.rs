@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
-use flagforge_decision::{decide as decide_flags, now_ms, DecisionContext};
+use flagforge_decision::{decide as decide_flags, now_ms, DecisionContext, Subject};
 use flagforge_distribution::{Envelope, KeyPair, PublicKey, TrustedKeys};
 use flagforge_protocol::time::{parse_duration, parse_timestamp};
 use flagforge_protocol::Value;
@@ -39,6 +39,7 @@ pub fn decide(
     ttl: &str,
     version: Option<u64>,
     record: Option<&Path>,
+    bind: Option<&str>,
 ) -> Result<String> {
     let m = load_module(module)?;
     let mut ctx = parse_context(context)?;
@@ -56,7 +57,12 @@ pub fn decide(
         bail!("--flags: name at least one flag");
     }
     let cid = correlation_id.unwrap_or_else(|| format!("cid-{}", now_ms()));
-    let d = decide_flags(&m, version, &flags, &ctx, &cid, now_ms(), ttl_ms)?;
+    let mut d = decide_flags(&m, version, &flags, &ctx, &cid, now_ms(), ttl_ms)?;
+    if let Some(attribute) = bind {
+        d.subject = Some(Subject::of(attribute, &ctx).with_context(|| {
+            format!("--bind `{attribute}`: the context has no string or integer `{attribute}` to bind the decision to")
+        })?);
+    }
     let header = d.encode(&key);
     if let Some(path) = record {
         let rec = json!({
@@ -91,8 +97,8 @@ pub fn replay(
     snapshot_dir: Option<&Path>,
     brokers: Option<&str>,
 ) -> Result<(String, bool)> {
-    let text =
-        std::fs::read_to_string(record).with_context(|| format!("reading {}", record.display()))?;
+    let text = String::from_utf8(crate::read_file(record, crate::MAX_JSON_FILE_BYTES)?)
+        .with_context(|| format!("{} is not UTF-8", record.display()))?;
     let rec: Json = serde_json::from_str(&text).context("the record is not JSON")?;
     let header = rec["decision"]
         .as_str()
@@ -178,14 +184,16 @@ fn find_module(
     brokers: Option<&str>,
 ) -> Result<Option<Vec<u8>>> {
     for p in modules {
-        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        let bytes = crate::read_module(p)?;
         if sha256_hex(&bytes) == sha256 {
             return Ok(Some(bytes));
         }
     }
     if let Some(dir) = snapshot_dir {
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-            let Ok(bytes) = std::fs::read(entry?.path()) else {
+            let Ok(bytes) =
+                crate::read_file(&entry?.path(), flagforge_distribution::MAX_RECORD_BYTES)
+            else {
                 continue;
             };
             if let Ok(env) = Envelope::decode(&bytes) {
@@ -196,10 +204,14 @@ fn find_module(
         }
     }
     if let Some(b) = brokers {
+        // The recorded hash is the module's identity: bytes hashing to it are the module,
+        // whoever put them on the topic.
         let config = flagforge_kafka::KafkaConfig::new(b);
-        for env in flagforge_kafka::history(&config)? {
-            if sha256_hex(&env.module) == sha256 {
-                return Ok(Some(env.module));
+        for record in flagforge_kafka::read_topic(&config, flagforge_kafka::MODULES_TOPIC)? {
+            if let Ok(env) = Envelope::decode(&record.value) {
+                if sha256_hex(&env.module) == sha256 {
+                    return Ok(Some(env.module));
+                }
             }
         }
     }

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 use evaluator_core::ir::RulesetIr;
-use flagforge_distribution::{decide, Decision, Envelope, KeyPair};
+use flagforge_distribution::{decide, Decision, Envelope, KeyPair, TrustedKeys};
 use flagforge_governance::audit::{link, verify_chain, AuditRecord};
+use flagforge_governance::release::{interrupted, verified_audit};
 use flagforge_governance::{
     diff, encode_changes, forbidden_transitions, module_rules, Approval, Change, Trust,
 };
@@ -16,7 +17,7 @@ use serde_json::{json, Value as Json};
 /// The compiled rules of a module file, or of rule sources (compiled now).
 pub fn rules_of(path: &Path) -> Result<RulesetIr> {
     if path.is_file() {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = crate::read_module(path)?;
         if bytes.starts_with(b"\0asm") {
             return module_rules(&bytes).with_context(|| format!("reading {}", path.display()));
         }
@@ -62,9 +63,9 @@ pub fn diff_cmd(old: &Path, new: &Path, as_json: bool) -> Result<ExitCode> {
 
 /// What `approve` diffs the module against.
 pub enum Against {
-    /// The newest version on the modules topic (the newest a host governed by the trust file
-    /// would serve, when one is given).
-    Topic(flagforge_kafka::KafkaConfig, Option<Trust>),
+    /// The newest version on the modules topic verified against the keys (the newest a host
+    /// governed by the trust file would serve, when one is given).
+    Topic(flagforge_kafka::KafkaConfig, Option<Trust>, TrustedKeys),
     /// A module file.
     Module(PathBuf),
     /// Nothing: the ruleset's first version.
@@ -80,16 +81,19 @@ pub fn approve(
 ) -> Result<ExitCode> {
     let key = KeyPair::read(key)?;
     let loaded = crate::load_module(module)?;
-    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let bytes = crate::read_module(module)?;
     let ruleset = loaded.manifest().ruleset.clone();
     let previous: Option<(String, Vec<u8>)> = match against {
         Against::First => None,
         Against::Module(p) => {
-            let b = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            let b = crate::read_module(&p)?;
             Some((crate::decisions::sha256_hex(&b), b))
         }
-        Against::Topic(config, trust) => {
-            let mut publisher = flagforge_kafka::Publisher::new(config)?;
+        Against::Topic(config, trust, trusted) => {
+            if trust.is_none() && trusted.is_empty() {
+                bail!("with --brokers, pass --trust (or --trusted-key) so the version on the topic can be verified before it is approved against");
+            }
+            let mut publisher = flagforge_kafka::Publisher::new(config)?.trusting(trusted);
             if let Some(t) = trust {
                 publisher = publisher.governed(t);
             }
@@ -167,9 +171,9 @@ pub fn approvals_for(module: &Path, extra: &[PathBuf]) -> Result<Vec<Approval>> 
     files
         .iter()
         .map(|f| {
-            let text =
-                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{}: not an approval", f.display()))
+            let text = crate::read_file(f, crate::MAX_JSON_FILE_BYTES)?;
+            serde_json::from_slice(&text)
+                .with_context(|| format!("{}: not an approval", f.display()))
         })
         .collect()
 }
@@ -265,37 +269,41 @@ pub fn audit_log(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `flagforge audit verify [--trust FILE]`: the chain, the signatures (with a trust file), and
-/// that every module on the modules topic has its record.
+/// `flagforge audit verify [--trust FILE | --trusted-key KEY…]`: the chain, the signatures
+/// (with keys), and that every module on the modules topic has its record. With keys, records
+/// not signed by a trusted author are reported and left out: the chain is the chain of
+/// verified records, which is the one publishers extend.
 pub fn audit_verify(
     config: &flagforge_kafka::KafkaConfig,
     trust: Option<&Trust>,
+    trusted: &TrustedKeys,
 ) -> Result<ExitCode> {
+    let keys = trust.map_or_else(|| trusted.clone(), Trust::authors);
+    let verifying = !keys.is_empty();
     let raw = audit_records(config)?;
-    let values: Vec<Vec<u8>> = raw.iter().map(|r| r.value.clone()).collect();
+    let all: Vec<Vec<u8>> = raw.iter().map(|r| r.value.clone()).collect();
+    let values: Vec<Vec<u8>> = if verifying {
+        let (verified, ignored) = verified_audit(&all, &keys);
+        if ignored > 0 {
+            outln!(
+                "warning: {ignored} record(s) on the audit topic are not signed by a trusted author (forged, or another publisher's keys): ignored"
+            );
+        }
+        verified.into_iter().map(|(b, _)| b).collect()
+    } else {
+        all
+    };
     let records = match verify_chain(&values) {
         Ok(r) => r,
         Err(b) => {
-            let offset = raw.get(b.index).map_or(-1, |r| r.offset);
-            outln!(
-                "BROKEN LINK at record #{} (offset {offset}): {}",
-                b.index,
-                b.reason
-            );
+            outln!("BROKEN LINK at record #{}: {}", b.index, b.reason);
             return Ok(ExitCode::FAILURE);
         }
     };
     let mut failures = Vec::new();
     if let Some(trust) = trust {
-        let authors = trust.authors();
         for r in &records {
             let e = &r.envelope;
-            if let Err(err) = e.verify_author(&authors) {
-                failures.push(format!(
-                    "record #{} ({} v{}): {err}",
-                    r.seq, e.ruleset, e.version
-                ));
-            }
             let statement = flagforge_governance::envelope_statement(e);
             for s in e.signatures.iter().filter(|s| s.role == "approver") {
                 if !trust
@@ -314,10 +322,18 @@ pub fn audit_verify(
     // modules topic is a publish interrupted between its two writes.
     let mut newest: std::collections::BTreeMap<String, Envelope> =
         std::collections::BTreeMap::new();
-    for env in flagforge_kafka::history(config)? {
+    for m in flagforge_kafka::read_topic(config, flagforge_kafka::MODULES_TOPIC)? {
+        let env = if verifying {
+            Envelope::from_record(m.key.as_deref(), &m.value, &keys).ok()
+        } else {
+            Envelope::decode(&m.value)
+                .ok()
+                .filter(|e| m.key.as_deref() == Some(e.ruleset.as_bytes()))
+        };
+        let Some(env) = env else { continue };
         let current = newest
             .get(&env.ruleset)
-            .map(|b| (b.version, b.sha256.as_str()));
+            .map(|b| (b.position(), b.sha256.as_str()));
         if decide(current, &env) == Decision::Accept {
             newest.insert(env.ruleset.clone(), env);
         }
@@ -325,23 +341,21 @@ pub fn audit_verify(
     for (ruleset, env) in &newest {
         let recorded = records.iter().any(|r| {
             r.envelope.ruleset == *ruleset
-                && r.envelope.version == env.version
+                && r.envelope.position() == env.position()
                 && r.envelope.sha256 == env.sha256
         });
         if !recorded {
             failures.push(format!(
                 "{ruleset} v{} (sha256 {}) is on the modules topic without an audit record",
-                env.version,
+                env.position(),
                 short(&env.sha256)
             ));
         }
-        for r in records
-            .iter()
-            .filter(|r| r.envelope.ruleset == *ruleset && r.envelope.version > env.version)
-        {
+        if let Some(r) = interrupted(&records, ruleset, Some(env.position())) {
             outln!(
                 "warning: record #{} ({ruleset} v{}) never reached the modules topic: an interrupted publish; publish that module again to complete it",
-                r.seq, r.envelope.version
+                r.seq,
+                r.envelope.position()
             );
         }
     }
@@ -354,10 +368,10 @@ pub fn audit_verify(
     outln!(
         "audit chain ok: {} records{}, head {}",
         records.len(),
-        if trust.is_some() {
+        if verifying {
             ", signatures verified"
         } else {
-            ""
+            " (signatures not verified: pass --trust or --trusted-key)"
         },
         values
             .last()

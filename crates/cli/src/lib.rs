@@ -126,6 +126,10 @@ enum Command {
         /// Also write a decision record (context + header) for `flagforge replay`.
         #[arg(long)]
         record: Option<PathBuf>,
+        /// Bind the decision to this context attribute's value (the targeting key, e.g.
+        /// `customer_id`): downstream hosts honour it only for requests with the same value.
+        #[arg(long)]
+        bind: Option<String>,
     },
     /// Verify a decision context header value; print it as JSON or fail with the reason.
     VerifyDecision {
@@ -188,6 +192,10 @@ enum Command {
         /// to the module are picked up too).
         #[arg(long = "approval")]
         approvals: Vec<PathBuf>,
+        /// A public key whose releases on the topic count when numbering (repeatable; give it
+        /// the keys hosts trust). The signing key always counts; with --trust, its authors.
+        #[arg(long = "trusted-key", conflicts_with = "trust")]
+        trusted_keys: Vec<PathBuf>,
     },
     /// Semantic diff between two versions (modules or rule sources): domain events per flag.
     Diff {
@@ -220,6 +228,10 @@ enum Command {
         /// governed hosts serve.
         #[arg(long)]
         trust: Option<PathBuf>,
+        /// With --brokers and no trust file: a key whose releases on the topic are trusted
+        /// (repeatable).
+        #[arg(long = "trusted-key", conflicts_with = "trust")]
+        trusted_keys: Vec<PathBuf>,
         /// Where to write the approval (default: MODULE.approval-KEYID.json).
         #[arg(short, long)]
         out: Option<PathBuf>,
@@ -292,6 +304,21 @@ enum Command {
         /// `SNAPSHOT_DIR/compiled` (the cache makes restarts skip compilation).
         #[arg(long)]
         no_compiled_cache: bool,
+        /// Most HTTP connections open at once; more are closed on accept.
+        #[arg(long, default_value_t = 4096)]
+        http_max_connections: usize,
+        /// Time a client has to send a request's headers (e.g. 10s, 500ms).
+        #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+        http_header_timeout: std::time::Duration,
+        /// Time a client has to send a request's body.
+        #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+        http_body_timeout: std::time::Duration,
+        /// A connection that moves no byte for this long is closed.
+        #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+        http_idle_timeout: std::time::Duration,
+        /// Largest request body in bytes (refused from `Content-Length` before reading).
+        #[arg(long, default_value_t = 1024 * 1024)]
+        http_max_body_bytes: usize,
     },
     /// Build the examples and show decisions for realistic contexts (the main job).
     Demo {
@@ -330,6 +357,9 @@ enum AuditCommand {
         /// The trust file (verifies author and approval signatures).
         #[arg(long)]
         trust: Option<PathBuf>,
+        /// A trusted author key, without a trust file (repeatable).
+        #[arg(long = "trusted-key", conflicts_with = "trust")]
+        trusted_keys: Vec<PathBuf>,
         /// librdkafka setting passed through (repeatable).
         #[arg(short = 'X', value_name = "KEY=VALUE")]
         settings: Vec<String>,
@@ -392,6 +422,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ttl,
             version,
             record,
+            bind,
         } => {
             let header = decisions::decide(
                 &module,
@@ -402,6 +433,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 &ttl,
                 version,
                 record.as_deref(),
+                bind.as_deref(),
             )?;
             outln!("{header}");
             Ok(ExitCode::SUCCESS)
@@ -456,6 +488,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             settings,
             trust,
             approvals,
+            trusted_keys,
         } => publish(
             &module,
             &brokers,
@@ -465,6 +498,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             &settings,
             trust.as_deref(),
             &approvals,
+            &read_keys(&trusted_keys)?,
         ),
         Command::Diff { old, new, json } => governance::diff_cmd(&old, &new, json),
         Command::Approve {
@@ -474,6 +508,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             against,
             first,
             trust,
+            trusted_keys,
             out,
             settings,
         } => {
@@ -481,6 +516,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 (Some(b), _, _) => governance::Against::Topic(
                     kafka_config(&b, &settings)?,
                     trust.as_deref().map(governance::read_trust).transpose()?,
+                    read_keys(&trusted_keys)?,
                 ),
                 (_, Some(m), _) => governance::Against::Module(m),
                 (_, _, true) => governance::Against::First,
@@ -500,10 +536,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             AuditCommand::Verify {
                 brokers,
                 trust,
+                trusted_keys,
                 settings,
             } => {
                 let trust = trust.as_deref().map(governance::read_trust).transpose()?;
-                governance::audit_verify(&kafka_config(&brokers, &settings)?, trust.as_ref())
+                governance::audit_verify(
+                    &kafka_config(&brokers, &settings)?,
+                    trust.as_ref(),
+                    &read_keys(&trusted_keys)?,
+                )
             }
         },
         Command::Stale {
@@ -524,27 +565,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             settings,
             no_compiled_cache,
             trust,
-        } => {
-            let read_keys = |paths: &[PathBuf]| -> Result<flagforge_distribution::TrustedKeys> {
-                Ok(flagforge_distribution::TrustedKeys::new(
-                    paths
-                        .iter()
-                        .map(|p| flagforge_distribution::PublicKey::read(p))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ))
-            };
-            host(flagforge_daemon::DaemonConfig {
-                kafka: brokers.map(|b| kafka_config(&b, &settings)).transpose()?,
-                trusted: read_keys(&trusted_keys)?,
-                snapshot_dir,
-                listen,
-                rulesets,
-                cors_origin,
-                decision_keys: read_keys(&decision_keys)?,
-                compiled_cache: !no_compiled_cache,
-                trust: trust.as_deref().map(governance::read_trust).transpose()?,
-            })
-        }
+            http_max_connections,
+            http_header_timeout,
+            http_body_timeout,
+            http_idle_timeout,
+            http_max_body_bytes,
+        } => host(flagforge_daemon::DaemonConfig {
+            kafka: brokers.map(|b| kafka_config(&b, &settings)).transpose()?,
+            trusted: read_keys(&trusted_keys)?,
+            snapshot_dir,
+            listen,
+            rulesets,
+            cors_origin,
+            decision_keys: read_keys(&decision_keys)?,
+            compiled_cache: !no_compiled_cache,
+            trust: trust.as_deref().map(governance::read_trust).transpose()?,
+            http: flagforge_daemon::HttpLimits {
+                max_connections: http_max_connections,
+                header_timeout: http_header_timeout,
+                body_timeout: http_body_timeout,
+                idle_timeout: http_idle_timeout,
+                max_body_bytes: http_max_body_bytes,
+            },
+        }),
         Command::Demo { examples, brokers } => {
             demo::run(&examples)?;
             distribution_demo::run(&examples, brokers.as_deref())?;
@@ -553,8 +596,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Refuses a module nobody could publish: above the envelope limit of `flagforge publish`.
+fn publishable(module: &[u8]) -> Result<(), String> {
+    let limit = flagforge_protocol::limits::MAX_PUBLISH_BYTES;
+    if module.len() > limit {
+        return Err(format!(
+            "error: the module would be {} bytes; the limit for a module that can be published is {limit} bytes (the envelope `flagforge publish` produces; hosts load at most {} bytes)",
+            module.len(),
+            flagforge_protocol::limits::MAX_MODULE_BYTES
+        ));
+    }
+    Ok(())
+}
+
 fn check(path: &Path) -> Result<ExitCode> {
-    match flagforge_compiler::check_path(path) {
+    match flagforge_compiler::compile_path(path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            publishable(&c.module)?;
+            Ok(c.ir)
+        }) {
         Ok(ir) => {
             outln!(
                 "ok: ruleset `{}`: {} flags, {} context attributes",
@@ -598,6 +659,10 @@ fn build(path: &Path, out: &Path, audience: Option<&str>) -> Result<ExitCode> {
             }
         },
     };
+    if let Err(e) = publishable(&compiled.module) {
+        eprintln!("{e}");
+        return Ok(ExitCode::FAILURE);
+    }
     std::fs::write(out, &compiled.module).with_context(|| format!("writing {}", out.display()))?;
     outln!(
         "built ruleset `{}` ({} flags) -> {}",
@@ -608,6 +673,24 @@ fn build(path: &Path, out: &Path, audience: Option<&str>) -> Result<ExitCode> {
     outln!("sha256 {}", compiled.sha256);
     outln!("size {} bytes", compiled.module.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Public key files as a trusted set.
+fn read_keys(paths: &[PathBuf]) -> Result<flagforge_distribution::TrustedKeys> {
+    Ok(flagforge_distribution::TrustedKeys::new(
+        paths
+            .iter()
+            .map(|p| flagforge_distribution::PublicKey::read(p))
+            .collect::<Result<Vec<_>, _>>()?,
+    ))
+}
+
+/// A duration argument: `500ms`, `10s`, `5m`, `1h`.
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    flagforge_protocol::time::parse_duration(text)
+        .and_then(|ns| u64::try_from(ns).ok())
+        .map(std::time::Duration::from_nanos)
+        .ok_or_else(|| format!("`{text}`: expected a duration like 500ms, 10s, 5m"))
 }
 
 fn kafka_config(brokers: &str, settings: &[String]) -> Result<flagforge_kafka::KafkaConfig> {
@@ -642,14 +725,18 @@ fn publish(
     settings: &[String],
     trust: Option<&Path>,
     approval_files: &[PathBuf],
+    trusted: &flagforge_distribution::TrustedKeys,
 ) -> Result<ExitCode> {
     let trust = trust.map(governance::read_trust).transpose()?;
     let approvals = governance::approvals_for(module, approval_files)?;
     let key = flagforge_distribution::KeyPair::read(key)?;
     // Never publish what a host would refuse: validate and read the ruleset name first.
-    let loaded = load_module(module)?;
-    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
-    let publisher = flagforge_kafka::Publisher::new(kafka_config(brokers, settings)?)?;
+    let bytes = read_module(module)?;
+    let loaded = Host::new(Limits::default())?
+        .load(&bytes)
+        .with_context(|| format!("loading {}", module.display()))?;
+    let publisher = flagforge_kafka::Publisher::new(kafka_config(brokers, settings)?)?
+        .trusting(trusted.clone());
     let created_at = now_rfc3339();
     let runtime = tokio::runtime::Runtime::new()?;
     let ruleset = loaded.manifest().ruleset.clone();
@@ -667,12 +754,28 @@ fn publish(
     };
     let published = match runtime.block_on(publisher.release(release, &key)) {
         Ok(p) => p,
-        Err(flagforge_kafka::KafkaError::Refused(why)) => {
+        Err(flagforge_kafka::KafkaError::Release(why)) => {
             eprintln!("refused: {why}");
             return Ok(ExitCode::FAILURE);
         }
         Err(e) => return Err(e.into()),
     };
+    for (reason, n) in &published.ignored {
+        eprintln!(
+            "note: {n} record(s) on the modules topic ignored ({reason}): not verified, never built upon"
+        );
+    }
+    if let Some((key_id, at)) = &published.untrusted_newer {
+        eprintln!(
+            "warning: the topic holds `{ruleset}` version {at} signed by key {key_id}, which this publisher does not trust; hosts that trust it serve that version and will refuse this one. Pass that key with --trusted-key if it is legitimate"
+        );
+    }
+    if published.new_epoch {
+        eprintln!(
+            "note: no verified earlier version of `{ruleset}` on the modules topic (a first publish, or a broker that lost its data): numbering starts over at 1 in a new epoch ({}), which hosts serving any older version accept",
+            published.epoch
+        );
+    }
     if published.recovered {
         outln!(
             "completed an interrupted publish: ruleset `{ruleset}` version {} (sha256 {}) was in the audit log but not on the modules topic; it is now",
@@ -710,9 +813,24 @@ pub(crate) fn now_rfc3339() -> String {
     flagforge_protocol::time::format_timestamp(secs * 1_000_000_000)
 }
 
+/// Reads a file of at most `limit` bytes, checking the size before reading (`/dev/zero`, a
+/// 50 GB file and a FIFO are refused at the bound, with the bound in the message).
+pub fn read_file(path: &Path, limit: usize) -> Result<Vec<u8>> {
+    flagforge_distribution::read_bounded(path, limit)
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+/// Reads a module file (at most the size a host loads).
+pub fn read_module(path: &Path) -> Result<Vec<u8>> {
+    read_file(path, flagforge_protocol::limits::MAX_MODULE_BYTES)
+}
+
+/// Largest JSON input read from a file (a context, a decision record, an approval).
+pub const MAX_JSON_FILE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Loads a module file into a default host.
 pub fn load_module(path: &Path) -> Result<LoadedModule> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = read_module(path)?;
     let host = Host::new(Limits::default())?;
     host.load(&bytes)
         .with_context(|| format!("loading {}", path.display()))
@@ -782,9 +900,8 @@ fn manifest_json(m: &Manifest, sha256: &str, size: usize) -> Json {
 /// Parses a `--context` argument: inline JSON or `@file`.
 pub fn parse_context(arg: &str) -> Result<Context> {
     let text = match arg.strip_prefix('@') {
-        Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("reading context file {path}"))?
-        }
+        Some(path) => String::from_utf8(read_file(Path::new(path), MAX_JSON_FILE_BYTES)?)
+            .with_context(|| format!("context file {path} is not UTF-8"))?,
         None => arg.to_owned(),
     };
     let json: Json = serde_json::from_str(&text).context("context is not valid JSON")?;

@@ -20,6 +20,7 @@ pub mod link;
 use std::path::{Path, PathBuf};
 
 use evaluator_core::ir::RulesetIr;
+use flagforge_protocol::limits::MAX_RULE_SOURCE_BYTES;
 use marked_yaml::{LoadError as YamlError, LoaderOptions, Node};
 use sha2::{Digest, Sha256};
 
@@ -74,22 +75,50 @@ pub(crate) fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, CompileError> {
     Ok(files)
 }
 
-/// Reads files into sources, reporting each under its path as given.
+/// Reads files into sources, reporting each under its path as given. Their total size is
+/// bounded ([`MAX_RULE_SOURCE_BYTES`]): sizes are checked before anything is read, and each
+/// read stops at what is left of the bound.
 pub(crate) fn read_sources(files: &[PathBuf]) -> Result<Vec<SourceFile>, CompileError> {
-    files
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .map(|text| SourceFile {
-                    path: f.display().to_string(),
-                    text,
-                })
-                .map_err(|e| CompileError::Io {
-                    path: f.display().to_string(),
-                    message: e.to_string(),
-                })
-        })
-        .collect()
+    use std::io::Read as _;
+    let io = |f: &Path, message: String| CompileError::Io {
+        path: f.display().to_string(),
+        message,
+    };
+    let too_large = |f: &Path, total: u64| {
+        io(
+            f,
+            format!(
+                "the rule files add up to {total} bytes or more; the limit for one ruleset is {MAX_RULE_SOURCE_BYTES} bytes"
+            ),
+        )
+    };
+    let mut total: u64 = 0;
+    for f in files {
+        total += std::fs::metadata(f)
+            .map_err(|e| io(f, e.to_string()))?
+            .len();
+        if total > MAX_RULE_SOURCE_BYTES as u64 {
+            return Err(too_large(f, total));
+        }
+    }
+    let mut left = MAX_RULE_SOURCE_BYTES as u64;
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let mut bytes = Vec::new();
+        std::fs::File::open(f)
+            .and_then(|file| file.take(left + 1).read_to_end(&mut bytes))
+            .map_err(|e| io(f, e.to_string()))?;
+        if bytes.len() as u64 > left {
+            return Err(too_large(f, MAX_RULE_SOURCE_BYTES as u64 + 1));
+        }
+        left -= bytes.len() as u64;
+        let text = String::from_utf8(bytes).map_err(|_| io(f, "not UTF-8 text".to_owned()))?;
+        out.push(SourceFile {
+            path: f.display().to_string(),
+            text,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads and compiles the rules at `path` (a file or a directory).

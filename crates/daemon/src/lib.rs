@@ -13,6 +13,7 @@
 
 mod metrics;
 mod routes;
+mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use wasm_host::{Host, Limits};
 
 pub use metrics::Metrics;
 pub use routes::router;
+pub use serve::{ConnectionStats, HttpLimits};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,8 @@ pub struct DaemonConfig {
     /// A trust file: envelopes must pass its policy (authors, owner scopes, approvals,
     /// migration journeys); its authors replace `trusted`.
     pub trust: Option<flagforge_governance::Trust>,
+    /// Limits of the HTTP listener.
+    pub http: HttpLimits,
 }
 
 /// Shared state of the HTTP handlers.
@@ -76,8 +80,12 @@ pub struct AppState {
     pub started: Instant,
     /// `Access-Control-Allow-Origin` for the module routes.
     pub cors_origin: Option<axum::http::HeaderValue>,
-    /// Keys whose decision contexts are honoured.
+    /// Keys whose decision contexts are honoured (none: the header is ignored).
     pub decision_keys: TrustedKeys,
+    /// Connection counters of the HTTP listener.
+    pub connections: Arc<ConnectionStats>,
+    /// The listener's idle timeout (event streams send keep-alives well inside it).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// A started daemon: the bound address and the tasks; dropping it stops everything.
@@ -101,10 +109,16 @@ pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
     let snapshots = SnapshotDir::open(&config.snapshot_dir).map_err(setup)?;
     let mut host = Host::new(Limits::default()).map_err(setup)?;
     if config.compiled_cache {
+        // The cache only saves compilation time: a path that cannot hold it (a regular file,
+        // no permission) means no cache, never no host.
         let dir = config.snapshot_dir.join("compiled");
-        host = host
-            .with_compiled_cache(&dir)
-            .map_err(|e| setup(format!("compiled-module cache {}: {e}", dir.display())))?;
+        match host.clone().with_compiled_cache(&dir) {
+            Ok(h) => host = h,
+            Err(e) => log::warn!(
+                "compiled-module cache {} is unusable ({e}); serving without it",
+                dir.display()
+            ),
+        }
     }
     let mut registry = Registry::new(host, config.trusted.clone(), Some(snapshots));
     if let Some(trust) = &config.trust {
@@ -124,6 +138,8 @@ pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
             metrics: Metrics::new().map_err(setup)?,
             started: Instant::now(),
             decision_keys: config.decision_keys.clone(),
+            connections: Arc::new(ConnectionStats::default()),
+            idle_timeout: config.http.idle_timeout,
             cors_origin: match &config.cors_origin {
                 Some(o) => Some(axum::http::HeaderValue::from_str(o).map_err(|_| {
                     setup(format!("--cors-origin `{o}` is not a valid header value"))
@@ -135,10 +151,13 @@ pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
         .await
         .map_err(|e| setup(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(setup)?;
-    let app = router(Arc::clone(&state));
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let app = serve::limit(router(Arc::clone(&state)), &config.http);
+    let server = tokio::spawn(serve::serve(
+        listener,
+        app,
+        config.http,
+        Arc::clone(&state.connections),
+    ));
     Ok(Running {
         addr,
         state,

@@ -23,6 +23,8 @@ pub struct Metrics {
     contact_age: prometheus::IntGauge,
     lag: prometheus::IntGauge,
     stale: IntGaugeVec,
+    connections: IntCounterVec,
+    open_connections: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -107,6 +109,18 @@ impl Metrics {
             ),
             &["ruleset", "propagation"],
         )?;
+        let connections = IntCounterVec::new(
+            Opts::new(
+                "flagforge_http_connections_total",
+                "HTTP connections: accepted, refused (over the connection cap), idle_closed (closed by the idle timeout)",
+            ),
+            &["outcome"],
+        )?;
+        let open_connections = prometheus::IntGauge::new(
+            "flagforge_http_connections_open",
+            "HTTP connections open now",
+        )?;
+        prom.register(Box::new(open_connections.clone()))?;
         prom.register(Box::new(contact_age.clone()))?;
         prom.register(Box::new(lag.clone()))?;
         prom.register(Box::new(stale.clone()))?;
@@ -117,6 +131,7 @@ impl Metrics {
             &mismatches,
             &decisions,
             &compiled_cache,
+            &connections,
         ] {
             prom.register(Box::new(c.clone()))?;
         }
@@ -138,6 +153,8 @@ impl Metrics {
             contact_age,
             lag,
             stale,
+            connections,
+            open_connections,
         })
     }
 
@@ -182,6 +199,15 @@ impl Metrics {
             for (reason, total) in state.registry.rejected() {
                 mirror(&self.rejected, "rejected", &reason, total);
             }
+            let c = &state.connections;
+            for (outcome, n) in [
+                ("accepted", &c.accepted),
+                ("refused", &c.refused),
+                ("idle_closed", &c.idle_closed),
+            ] {
+                let total = n.load(std::sync::atomic::Ordering::Relaxed);
+                mirror(&self.connections, "connections", outcome, total);
+            }
             if let Some(cache) = state.registry.host().compiled_cache() {
                 let s = cache.stats();
                 for (outcome, n) in [
@@ -199,6 +225,15 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
+        self.open_connections.set(
+            i64::try_from(
+                state
+                    .connections
+                    .open
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .unwrap_or(i64::MAX),
+        );
         match state.registry.last_contact() {
             Some((at, lag)) => {
                 self.contact_age.set(at.elapsed().as_millis() as i64);

@@ -67,6 +67,14 @@ fn context_of(body: &Bytes, key: Option<&str>) -> Result<Context, Box<Response>>
             format!("request body is not JSON: {e}"),
         )
     })?;
+    if !json.is_object() {
+        return Err(Box::new(failure(
+            StatusCode::BAD_REQUEST,
+            key,
+            "PARSE_ERROR",
+            "request body must be a JSON object (`{\"context\": {...}}`)",
+        )));
+    }
     match json.get("context") {
         None | Some(JsonValue::Null) => Ok(Context::new()),
         Some(c) => context_from_json(c).map_err(|e| {
@@ -158,19 +166,23 @@ async fn evaluate_one(
     };
     let ctx = with_now(&module, &ctx);
     // A workflow's decision context (header `flagforge-decision`): the carried answer wins.
-    if let Some(header) = flagforge_decision::read_http(&headers) {
+    // A host that verifies no decisions ignores the header (counted): it travels through
+    // services that do not use it. Evaluation runs on the request's task: a call is bounded by
+    // its fuel budget (microseconds), so it needs no blocking thread.
+    let header = flagforge_decision::read_http(&headers);
+    if header.is_some() && state.decision_keys.is_empty() {
+        state.metrics.decision("ignored");
+    } else if let Some(header) = header {
         let mismatches = flagforge_decision::Mismatches::default();
-        let resolved = tokio::task::block_in_place(|| {
-            let lookup = flagforge_decision::Lookup::new(
-                &module.module,
-                Some(header),
-                &state.decision_keys,
-                flagforge_decision::now_ms(),
-                &mismatches,
-                true,
-            );
-            lookup.resolve(&key, &ctx)
-        });
+        let lookup = flagforge_decision::Lookup::new(
+            &module.module,
+            Some(header),
+            &state.decision_keys,
+            flagforge_decision::now_ms(),
+            &mismatches,
+            true,
+        );
+        let resolved = lookup.resolve(&key, &ctx);
         for (flag, n) in mismatches.counts() {
             for _ in 0..n {
                 state.metrics.mismatch(&flag);
@@ -187,7 +199,7 @@ async fn evaluate_one(
         body["metadata"]["decision"] = JsonValue::String(outcome.to_owned());
         return Json(body).into_response();
     }
-    let r = tokio::task::block_in_place(|| module.module.evaluate(&key, &ctx, false));
+    let r = module.module.evaluate(&key, &ctx, false);
     state.metrics.evaluated(&r);
     Json(ofrep_success(&r, &ruleset, &module)).into_response()
 }
@@ -205,7 +217,7 @@ async fn evaluate_bulk(State(state): Shared, headers: HeaderMap, body: Bytes) ->
     let mut seen = std::collections::BTreeSet::new();
     for (ruleset, module) in &served {
         let ctx = with_now(module, &ctx);
-        for r in tokio::task::block_in_place(|| module.module.evaluate_all(&ctx, false)) {
+        for r in module.module.evaluate_all(&ctx, false) {
             if seen.insert(r.key.clone()) {
                 state.metrics.evaluated(&r);
                 flags.push(ofrep_success(&r, ruleset, module));
@@ -332,8 +344,11 @@ async fn module_events(State(state): Shared, Path(ruleset): Path<String>) -> Res
             }
         },
     );
+    // Keep-alive comments at most every half idle timeout, so the listener never closes an
+    // event stream as idle.
+    let every = (state.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(15));
     let resp = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .keep_alive(KeepAlive::new().interval(every))
         .into_response();
     cors(&state, resp)
 }

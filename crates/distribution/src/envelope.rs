@@ -10,6 +10,10 @@
 //! `previous` (the sha256 of the module this version was diffed against) and `changes` (the
 //! semantic diff, encoded by flagforge-governance) are signed when present and left out of
 //! the encoding and the signed bytes when absent, so envelopes without them verify as before.
+//! So is `epoch`: versions are ordered by `(epoch, version)`, and a publisher that finds no
+//! verified earlier version of a ruleset on the topic (a first publish, or a broker that lost
+//! its data) starts a new epoch (its clock, in milliseconds) at version 1, so hosts still
+//! serving an older epoch's higher version accept it (see `order`).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -18,6 +22,9 @@ use crate::keys::{KeyPair, TrustedKeys};
 
 /// Version of the envelope encoding.
 pub const ENVELOPE_FORMAT: u32 = 1;
+/// Largest record (an envelope's bytes) any reader decodes: above the publisher's 900 KiB
+/// envelope limit, below what a host would ever load.
+pub const MAX_RECORD_BYTES: usize = 2_000_000;
 const SIGNING_DOMAIN: &[u8] = b"flagforge envelope v1\0";
 
 /// A signed module release.
@@ -51,6 +58,9 @@ pub struct Envelope {
     /// The semantic diff from `previous`, as encoded by flagforge-governance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<serde_bytes::ByteBuf>,
+    /// The numbering epoch: versions are ordered by `(epoch, version)`; absent is epoch 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// One signature over the envelope's signing bytes.
@@ -84,6 +94,8 @@ pub struct Draft {
     pub previous: Option<String>,
     /// The encoded semantic diff from `previous`.
     pub changes: Option<Vec<u8>>,
+    /// The numbering epoch (see [`Envelope::epoch`]).
+    pub epoch: Option<u64>,
 }
 
 /// Why an envelope (or a snapshot of one) was refused. Hosts count these by [`Self::kind`].
@@ -116,9 +128,26 @@ pub enum RejectReason {
     #[error("version {incoming} is older than the served version {current}")]
     Stale {
         /// Version received.
-        incoming: u64,
+        incoming: Position,
         /// Version served.
-        current: u64,
+        current: Position,
+    },
+    /// The record's key is not the envelope's ruleset (hosts and publishers would file it
+    /// under different names).
+    #[error("the record key `{key}` is not the envelope's ruleset `{ruleset}`")]
+    KeyMismatch {
+        /// The record key (lossy UTF-8).
+        key: String,
+        /// The envelope's ruleset.
+        ruleset: String,
+    },
+    /// Larger than any record accepted.
+    #[error("the record is {size} bytes; the limit is {limit} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
     },
 }
 
@@ -135,6 +164,8 @@ impl RejectReason {
             RejectReason::UnknownKey(_) => "unknown_key",
             RejectReason::BadSignature(_) => "bad_signature",
             RejectReason::Stale { .. } => "stale",
+            RejectReason::KeyMismatch { .. } => "key_mismatch",
+            RejectReason::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -153,6 +184,27 @@ struct SigningFields<'a> {
     previous: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     changes: Option<&'a [u8]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
+}
+
+/// Where an envelope stands in its ruleset's history: ordered by epoch, then version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// Numbering epoch (0 for envelopes without one).
+    pub epoch: u64,
+    /// Version within the epoch.
+    pub version: u64,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.epoch == 0 {
+            write!(f, "{}", self.version)
+        } else {
+            write!(f, "{} (epoch {})", self.version, self.epoch)
+        }
+    }
 }
 
 /// Whether a ruleset name is safe as a Kafka key and a file name.
@@ -183,6 +235,7 @@ impl Envelope {
             signatures: Vec::new(),
             previous: draft.previous,
             changes: draft.changes.map(serde_bytes::ByteBuf::from),
+            epoch: draft.epoch,
         };
         let signature = key.sign(&env.signing_bytes());
         env.signatures.push(Signature {
@@ -207,6 +260,7 @@ impl Envelope {
             change: self.change.as_deref(),
             previous: self.previous.as_deref(),
             changes: self.changes.as_deref().map(|b| &b[..]),
+            epoch: self.epoch,
         };
         let mut out = SIGNING_DOMAIN.to_vec();
         // Writing to a Vec cannot fail.
@@ -223,6 +277,43 @@ impl Envelope {
     /// Decodes an envelope (structure only; call [`Self::verify`] before trusting it).
     pub fn decode(bytes: &[u8]) -> Result<Envelope, RejectReason> {
         rmp_serde::from_slice(bytes).map_err(|e| RejectReason::Garbage(e.to_string()))
+    }
+
+    /// Where this envelope stands in its ruleset's history.
+    #[must_use]
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch.unwrap_or(0),
+            version: self.version,
+        }
+    }
+
+    /// The one check every reader of the modules topic applies to a record before acting on
+    /// it (hosts before serving, publishers before numbering a release above it): size bound,
+    /// decode, record key equal to the ruleset, then [`Self::verify`].
+    pub fn from_record(
+        key: Option<&[u8]>,
+        bytes: &[u8],
+        trusted: &TrustedKeys,
+    ) -> Result<Envelope, RejectReason> {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(RejectReason::TooLarge {
+                size: bytes.len(),
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        let env = Envelope::decode(bytes)?;
+        if key != Some(env.ruleset.as_bytes()) {
+            return Err(RejectReason::KeyMismatch {
+                key: key.map_or_else(
+                    || "(none)".to_owned(),
+                    |k| String::from_utf8_lossy(k).into_owned(),
+                ),
+                ruleset: env.ruleset,
+            });
+        }
+        env.verify(trusted)?;
+        Ok(env)
     }
 
     /// Checks format, ruleset name, module hash and the author's signature against the
@@ -272,6 +363,7 @@ pub(crate) mod tests {
             change: Some("PR-1".into()),
             previous: None,
             changes: None,
+            epoch: None,
         }
     }
 
@@ -320,6 +412,7 @@ pub(crate) mod tests {
                 "bad_signature",
             ),
             (Box::new(|e| e.ruleset = "../etc".into()), "bad_ruleset"),
+            (Box::new(|e| e.epoch = Some(1)), "bad_signature"),
         ];
         for (tamper, kind) in cases {
             let mut e = good.clone();
@@ -329,6 +422,33 @@ pub(crate) mod tests {
         let stranger = KeyPair::generate().unwrap();
         let foreign = Envelope::sign(draft(3, b"module"), &stranger);
         assert_eq!(foreign.verify(&trusted).unwrap_err().kind(), "unknown_key");
+    }
+
+    #[test]
+    fn a_record_is_refused_when_its_key_is_not_its_ruleset_or_it_is_too_large() {
+        let key = KeyPair::generate().unwrap();
+        let trusted = TrustedKeys::new([key.public()]);
+        let env = Envelope::sign(draft(3, b"module"), &key);
+        let bytes = env.encode();
+        assert_eq!(
+            Envelope::from_record(Some(b"checkout"), &bytes, &trusted).unwrap(),
+            env
+        );
+        for k in [Some(&b"pricing"[..]), None] {
+            assert_eq!(
+                Envelope::from_record(k, &bytes, &trusted)
+                    .unwrap_err()
+                    .kind(),
+                "key_mismatch"
+            );
+        }
+        let huge = vec![0u8; MAX_RECORD_BYTES + 1];
+        assert_eq!(
+            Envelope::from_record(Some(b"checkout"), &huge, &trusted)
+                .unwrap_err()
+                .kind(),
+            "too_large"
+        );
     }
 
     #[test]

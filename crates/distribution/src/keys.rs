@@ -206,6 +206,17 @@ impl TrustedKeys {
     pub fn get(&self, id: &str) -> Option<&PublicKey> {
         self.keys.get(id)
     }
+
+    /// Adds a key; true if it was not trusted before.
+    pub fn insert(&mut self, key: PublicKey) -> bool {
+        self.keys.insert(key.id.clone(), key).is_none()
+    }
+
+    /// Whether no key is trusted.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 #[cfg(test)]

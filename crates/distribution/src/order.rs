@@ -1,7 +1,7 @@
 //! Which envelope a host keeps for a ruleset.
 //!
-//! Versions only move forward. A higher version replaces the served one; a lower one is
-//! stale; the same version with the same module is a duplicate (no-op, e.g. a replay or the
+//! Versions only move forward, ordered by [`Position`] (epoch, then version). A higher
+//! position replaces the served one; a lower one is stale; the same version with the same module is a duplicate (no-op, e.g. a replay or the
 //! compacted topic delivering the last record twice). Two publishers racing can produce the
 //! same version with different modules: the one that comes **later in the log** wins. Every
 //! host reads the partition in the same order, and compaction keeps exactly the last record
@@ -11,7 +11,7 @@
 //! this rule, so an equal-version envelope with another module is a racing publisher, not a
 //! replay.
 
-use crate::envelope::{Envelope, RejectReason};
+use crate::envelope::{Envelope, Position, RejectReason};
 
 /// The outcome of [`decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,17 +24,18 @@ pub enum Decision {
     Reject(RejectReason),
 }
 
-/// Decides between the served `(version, sha256)` (if any) and an incoming verified envelope.
+/// Decides between the served `(position, sha256)` (if any) and an incoming verified
+/// envelope.
 #[must_use]
-pub fn decide(current: Option<(u64, &str)>, incoming: &Envelope) -> Decision {
-    let Some((version, sha)) = current else {
+pub fn decide(current: Option<(Position, &str)>, incoming: &Envelope) -> Decision {
+    let Some((position, sha)) = current else {
         return Decision::Accept;
     };
-    match incoming.version.cmp(&version) {
+    match incoming.position().cmp(&position) {
         std::cmp::Ordering::Greater => Decision::Accept,
         std::cmp::Ordering::Less => Decision::Reject(RejectReason::Stale {
-            incoming: incoming.version,
-            current: version,
+            incoming: incoming.position(),
+            current: position,
         }),
         std::cmp::Ordering::Equal if incoming.sha256 == sha => Decision::Duplicate,
         std::cmp::Ordering::Equal => Decision::Accept,
@@ -51,15 +52,48 @@ mod tests {
     fn versions_only_move_forward() {
         let key = KeyPair::generate().unwrap();
         let v5 = Envelope::sign(draft(5, b"a"), &key);
+        let at = |version| Position { epoch: 0, version };
         assert_eq!(decide(None, &v5), Decision::Accept);
-        assert_eq!(decide(Some((4, "x")), &v5), Decision::Accept);
-        assert_eq!(decide(Some((5, &v5.sha256)), &v5), Decision::Duplicate);
+        assert_eq!(decide(Some((at(4), "x")), &v5), Decision::Accept);
+        assert_eq!(decide(Some((at(5), &v5.sha256)), &v5), Decision::Duplicate);
         assert!(matches!(
-            decide(Some((6, "x")), &v5),
-            Decision::Reject(RejectReason::Stale {
-                incoming: 5,
-                current: 6
-            })
+            decide(Some((at(6), "x")), &v5),
+            Decision::Reject(RejectReason::Stale { incoming, current })
+                if incoming == at(5) && current == at(6)
+        ));
+    }
+
+    #[test]
+    fn a_new_epoch_starts_over_at_version_one_and_wins_over_any_older_epoch() {
+        let key = KeyPair::generate().unwrap();
+        let mut d = draft(1, b"after data loss");
+        d.epoch = Some(1_800_000_000_000);
+        let fresh = Envelope::sign(d, &key);
+        let old = Position {
+            epoch: 1_700_000_000_000,
+            version: 41,
+        };
+        assert_eq!(decide(Some((old, "x")), &fresh), Decision::Accept);
+        assert_eq!(
+            decide(
+                Some((
+                    Position {
+                        epoch: 0,
+                        version: 9
+                    },
+                    "x"
+                )),
+                &fresh
+            ),
+            Decision::Accept
+        );
+        let newer = Position {
+            epoch: 1_900_000_000_000,
+            version: 1,
+        };
+        assert!(matches!(
+            decide(Some((newer, "x")), &fresh),
+            Decision::Reject(_)
         ));
     }
 
@@ -70,7 +104,13 @@ mod tests {
         let b = Envelope::sign(draft(7, b"publisher B"), &key);
         // Whatever the hashes, the record read later replaces the earlier one: hosts reading
         // the log in order end where compaction ends, on the last record.
-        assert_eq!(decide(Some((a.version, &a.sha256)), &b), Decision::Accept);
-        assert_eq!(decide(Some((b.version, &b.sha256)), &a), Decision::Accept);
+        assert_eq!(
+            decide(Some((a.position(), &a.sha256)), &b),
+            Decision::Accept
+        );
+        assert_eq!(
+            decide(Some((b.position(), &b.sha256)), &a),
+            Decision::Accept
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::envelope::{valid_ruleset, Envelope, RejectReason};
+use crate::envelope::{valid_ruleset, Envelope, RejectReason, MAX_RECORD_BYTES};
 use crate::keys::TrustedKeys;
 
 const SUFFIX: &str = ".envelope";
@@ -75,21 +75,36 @@ impl SnapshotDir {
             env.ruleset,
             std::process::id()
         ));
-        {
+        let written = (|| {
             use std::io::Write as _;
             let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
             f.write_all(&env.encode()).map_err(|e| io(&tmp, e))?;
             f.sync_all().map_err(|e| io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+        })();
+        if written.is_err() {
+            // A full volume must not keep a partial file taking the space the next try needs.
+            let _ = std::fs::remove_file(&tmp);
         }
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        written?;
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io(&self.dir, e))
     }
 
-    /// Loads and verifies every snapshot; bad files are reported, not loaded.
+    /// Loads and verifies every snapshot; bad files are reported, not loaded. Temporary files
+    /// left by a write that was interrupted (a crash, a full volume) are removed first.
     pub fn load(&self, trusted: &TrustedKeys) -> Result<SnapshotLoad, SnapshotError> {
         let mut out = SnapshotLoad::default();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.filter_map(Result::ok) {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.contains(&format!("{SUFFIX}.tmp-")) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map_err(|e| io(&self.dir, e))?
             .filter_map(Result::ok)
@@ -108,18 +123,18 @@ impl SnapshotDir {
                 .and_then(|n| n.strip_suffix(SUFFIX))
                 .unwrap_or_default()
                 .to_owned();
-            let checked = std::fs::read(&path)
+            // The file name plays the record key: the same check as a record on the topic.
+            let checked = crate::read_bounded(&path, MAX_RECORD_BYTES)
                 .map_err(|e| e.to_string())
-                .and_then(|bytes| Envelope::decode(&bytes).map_err(|e| e.to_string()))
-                .and_then(|env| {
-                    env.verify(trusted).map_err(|e| e.to_string())?;
-                    if env.ruleset != named {
-                        return Err(format!(
-                            "file is named for ruleset `{named}` but holds `{}`",
-                            env.ruleset
-                        ));
-                    }
-                    Ok(env)
+                .and_then(|bytes| {
+                    Envelope::from_record(Some(named.as_bytes()), &bytes, trusted).map_err(|e| {
+                        match e {
+                            RejectReason::KeyMismatch { ruleset, .. } => {
+                                format!("file is named for ruleset `{named}` but holds `{ruleset}`")
+                            }
+                            e => e.to_string(),
+                        }
+                    })
                 });
             match checked {
                 Ok(env) => out.envelopes.push(env),
@@ -165,8 +180,10 @@ mod tests {
         // Truncated.
         std::fs::write(dir.join("truncated.envelope"), &good[..good.len() / 2]).unwrap();
         // A flipped byte inside the module (still decodes; the hash no longer matches).
-        let mut flipped = good.clone();
-        let at = good.windows(2).position(|w| w == b"v1").unwrap();
+        let mut other = draft(1, b"v1");
+        other.ruleset = "flipped".into();
+        let mut flipped = Envelope::sign(other, &key).encode();
+        let at = flipped.windows(2).position(|w| w == b"v1").unwrap();
         flipped[at] = b'X';
         std::fs::write(dir.join("flipped.envelope"), &flipped).unwrap();
         // A valid envelope under another ruleset's name.

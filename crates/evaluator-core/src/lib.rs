@@ -17,15 +17,7 @@
 //! assert_eq!(r.reason, Reason::TargetingMatch);
 //! assert_eq!(r.value, Value::Bool(true));
 //! ```
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod bind;
 pub mod bucket;

@@ -9,6 +9,7 @@ pub mod audit;
 mod diff;
 mod lifecycle;
 pub mod policy;
+pub mod release;
 mod render;
 mod rules;
 mod trust;

@@ -1,5 +1,11 @@
 //! The semantic diff on variants of the checkout example: reformatting is no change, each kind
 //! of edit yields exactly its event, and migration jumps are named.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed assumption is a failed test"
+)]
 
 use evaluator_core::ir::RulesetIr;
 use flagforge_governance::{diff, forbidden_transitions, module_rules, Change};

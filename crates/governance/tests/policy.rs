@@ -1,6 +1,12 @@
 //! The trust file and the policy, without a broker: located trust-file errors, what a host
 //! that holds the replaced module checks (the recomputed diff) and what a fresh host checks
 //! (the new side of the claimed diff), approvals that do not count, and scopes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed assumption is a failed test"
+)]
 
 use evaluator_core::ir::RulesetIr;
 use flagforge_distribution::{Draft, Envelope, KeyPair, Signature};

@@ -9,7 +9,11 @@
 //!
 //! Every export answers with data, never a trap: inputs are decoded with explicit limits and
 //! failures become results with reason `ERROR`.
-#![allow(unsafe_code)]
+#![expect(
+    unsafe_code,
+    reason = "the ABI exports take raw pointers into the module's own memory; each block says why it is sound"
+)]
+#![deny(clippy::indexing_slicing)]
 
 use std::sync::OnceLock;
 

@@ -5,6 +5,7 @@
 //! envelope per ruleset to the snapshot directory.
 //! Rejections are counted by reason and logged (via `log`) once per distinct message.
 
+mod guard;
 mod publish;
 mod registry;
 mod subscribe;
@@ -13,6 +14,7 @@ pub use publish::{history, read_topic, Published, Publisher, Record, Release};
 pub use registry::{Installed, Offer, Registry, Served, Source};
 pub use subscribe::Subscriber;
 
+use flagforge_governance::release::ReleaseError;
 use rdkafka::ClientConfig;
 
 /// The compacted topic holding one envelope per ruleset (key = ruleset name).
@@ -23,7 +25,7 @@ pub const MODULES_TOPIC: &str = "flagforge.modules";
 pub const AUDIT_TOPIC: &str = "flagforge.audit";
 
 /// Largest envelope produced: well under the broker's default 1 MB message limit.
-pub const MAX_ENVELOPE_BYTES: usize = 900 * 1024;
+pub const MAX_ENVELOPE_BYTES: usize = flagforge_protocol::limits::MAX_PUBLISH_BYTES;
 
 /// Failure talking to Kafka or preparing a message.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +33,9 @@ pub enum KafkaError {
     /// A client could not be created or an operation failed.
     #[error("kafka: {0}")]
     Client(String),
-    /// The module cannot be published.
-    #[error("{0}")]
-    Refused(String),
+    /// The release cannot be published (typed: see [`ReleaseError`]).
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
 }
 
 impl From<rdkafka::error::KafkaError> for KafkaError {
@@ -62,6 +64,7 @@ impl KafkaConfig {
     }
 
     pub(crate) fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        guard::linked();
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         c.set("message.max.bytes", "2000000");

@@ -1,18 +1,19 @@
-//! Publishing a module: create the compacted topic if missing, find the ruleset's latest
-//! version on the topic, sign the next one and produce it keyed by ruleset.
+//! Publishing a module: the IO around `flagforge_governance::release`. Create the topics if
+//! missing, feed every modules record to the ledger (which keeps only verified ones), read the
+//! verified audit records, let `release::plan` decide, sign and seal, then write the audit
+//! record and the envelope keyed by ruleset.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use flagforge_distribution::{decide, Decision, Draft, Envelope, KeyPair, Signature};
+use flagforge_distribution::{Envelope, KeyPair, Position, TrustedKeys};
 use flagforge_governance::audit::{link, without_module, AuditRecord, AUDIT_FORMAT};
-use flagforge_governance::policy::{self, Replaced};
-use flagforge_governance::{
-    decode_changes, diff, encode_changes, forbidden_transitions, module_rules, Approval, Change,
-    Trust,
+use flagforge_governance::release::{
+    plan, seal, verified_audit, Ledger, Plan, ReleaseError, Request,
 };
+use flagforge_governance::{decode_changes, Approval, Change, Trust};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -31,6 +32,16 @@ pub struct Published {
     pub ruleset: String,
     /// Version now on the topic for this module.
     pub version: u64,
+    /// Its numbering epoch.
+    pub epoch: u64,
+    /// True when no verified earlier version was on the topic, so this release started a new
+    /// epoch (a first publish, or a broker that lost its data).
+    pub new_epoch: bool,
+    /// The newest version of this ruleset on the topic signed by a key this publisher does
+    /// not trust (hosts that trust that key serve it, and would refuse this release).
+    pub untrusted_newer: Option<(String, Position)>,
+    /// Records on the modules topic that did not verify, by reason (ignored).
+    pub ignored: BTreeMap<String, u64>,
     /// Module sha256.
     pub sha256: String,
     /// True when the topic already held this exact module (nothing was produced).
@@ -88,10 +99,9 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Option<Vec<i32>
     Ok((!ids.is_empty()).then_some(ids))
 }
 
-/// What the publisher has read of the modules topic: the newest envelope per ruleset and how
-/// far each partition has been read. One long-lived consumer, so a publish costs a watermark
-/// round trip and the new records, not a fresh client and a full re-read.
-#[derive(Default)]
+/// What the publisher has read of the modules topic: every record went through the
+/// [`Ledger`], which keeps only verified envelopes. One long-lived consumer, so a publish costs
+/// a watermark round trip and the new records, not a fresh client and a full re-read.
 struct TopicView {
     consumer: Option<BaseConsumer>,
     /// Next offset to read, per assigned partition.
@@ -99,12 +109,24 @@ struct TopicView {
     /// The topic's partitions and when they were last listed (refreshed every 30 s: the modules
     /// topic almost never changes shape, and a metadata round trip per publish adds latency).
     listed: Option<(Instant, Vec<i32>)>,
-    best: HashMap<String, Envelope>,
-    /// The highest version seen per ruleset, accepted or not (a new version goes above it).
-    highest: HashMap<String, u64>,
-    /// With a trust file, `best` is what a governed host would serve: envelopes failing the
-    /// policy (say, hand-made ones without approvals) are skipped like hosts skip them.
-    trust: Option<Trust>,
+    ledger: Ledger,
+}
+
+impl TopicView {
+    fn new(trusted: TrustedKeys, trust: Option<Trust>) -> TopicView {
+        TopicView {
+            consumer: None,
+            next: BTreeMap::new(),
+            listed: None,
+            ledger: Ledger::new(trusted, trust),
+        }
+    }
+
+    /// Starts over with the same keys (a broker that lost its data).
+    fn reset(&mut self) {
+        let (trusted, trust) = (self.ledger.trusted().clone(), self.ledger.trust().cloned());
+        *self = TopicView::new(trusted, trust);
+    }
 }
 
 impl TopicView {
@@ -167,10 +189,7 @@ impl TopicView {
             .iter()
             .any(|(p, n)| high.get(p).is_some_and(|h| h < n))
         {
-            *self = TopicView {
-                trust: self.trust.take(),
-                ..TopicView::default()
-            };
+            self.reset();
             return self.catch_up(config);
         }
         if ids.iter().any(|p| !self.next.contains_key(p)) {
@@ -201,33 +220,11 @@ impl TopicView {
             match consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(msg)) => {
                     self.next.insert(msg.partition(), msg.offset() + 1);
-                    // Anything undecodable is a poison message; hosts reject it too.
-                    let Some(env) = msg.payload().and_then(|p| Envelope::decode(p).ok()) else {
-                        continue;
-                    };
-                    if msg.key() != Some(env.ruleset.as_bytes()) {
-                        continue;
-                    }
-                    let highest = self.highest.entry(env.ruleset.clone()).or_default();
-                    *highest = (*highest).max(env.version);
-                    let current = self.best.get(&env.ruleset);
-                    let ordered = decide(current.map(|b| (b.version, b.sha256.as_str())), &env)
-                        == Decision::Accept;
-                    let admitted = self.trust.as_ref().is_none_or(|trust| {
-                        env.verify(&trust.authors()).is_ok()
-                            && policy::check(
-                                trust,
-                                &env,
-                                current.map(|c| Replaced {
-                                    sha256: &c.sha256,
-                                    module: &c.module,
-                                }),
-                            )
-                            .is_ok()
-                    });
-                    if ordered && admitted {
-                        self.best.insert(env.ruleset.clone(), env);
-                    }
+                    // Unverified records are counted by the ledger and never built upon;
+                    // hosts reject them too.
+                    let _ = self
+                        .ledger
+                        .observe(msg.key(), msg.payload().unwrap_or_default());
                 }
                 // Transport errors are reported here while librdkafka reconnects by itself
                 // (e.g. the broker restarted): keep reading until the deadline.
@@ -268,7 +265,7 @@ impl Publisher {
             producer,
             topic_ready: AtomicBool::new(false),
             audit_ready: AtomicBool::new(false),
-            view: Mutex::new(TopicView::default()),
+            view: Mutex::new(TopicView::new(TrustedKeys::default(), None)),
         })
     }
 
@@ -354,38 +351,49 @@ impl Publisher {
         })
     }
 
-    /// The newest envelope on the topic for `ruleset` (by the hosts' ordering rule). The first
-    /// call reads every partition from the beginning; later calls read only what was appended
-    /// since, up to the high watermark fetched now.
+    /// The newest verified envelope on the topic for `ruleset` (by the hosts' ordering rule).
+    /// The first call reads every partition from the beginning; later calls read only what
+    /// was appended since, up to the high watermark fetched now.
     pub fn latest(&self, ruleset: &str) -> Result<Option<Envelope>, KafkaError> {
-        Ok(self.newest(ruleset)?.0)
-    }
-
-    /// [`Self::latest`] and the highest version on the topic for `ruleset`, served or not.
-    fn newest(&self, ruleset: &str) -> Result<(Option<Envelope>, u64), KafkaError> {
         let mut view = self.view.lock().map_err(|_| poisoned())?;
         view.catch_up(&self.config)?;
-        Ok((
-            view.best.get(ruleset).cloned(),
-            view.highest.get(ruleset).copied().unwrap_or(0),
-        ))
+        Ok(view.ledger.history(ruleset).latest)
     }
 
-    /// Publishes under a trust file: [`Self::release`] checks the policy hosts check, and the
-    /// version a release replaces is the newest one a governed host would serve.
+    /// Verifies the topic's records against `trusted` as well as the signing key (the keys
+    /// hosts trust: a version signed by a key the publisher does not trust is ignored when
+    /// numbering, so hosts trusting that key would refuse the release).
     #[must_use]
-    pub fn governed(self, trust: Trust) -> Publisher {
+    pub fn trusting(self, trusted: TrustedKeys) -> Publisher {
         if let Ok(mut view) = self.view.lock() {
-            *view = TopicView {
-                trust: Some(trust),
-                ..TopicView::default()
-            };
+            let trust = view.ledger.trust().cloned();
+            *view = TopicView::new(trusted, trust);
         }
         self
     }
 
-    fn trust(&self) -> Option<Trust> {
-        self.view.lock().ok().and_then(|v| v.trust.clone())
+    /// Publishes under a trust file: [`Self::release`] checks the policy hosts check, the
+    /// topic's records are verified against its authors, and the version a release replaces
+    /// is the newest one a governed host would serve.
+    #[must_use]
+    pub fn governed(self, trust: Trust) -> Publisher {
+        if let Ok(mut view) = self.view.lock() {
+            let trusted = view.ledger.trusted().clone();
+            *view = TopicView::new(trusted, Some(trust));
+        }
+        self
+    }
+
+    /// Makes sure the ledger trusts `key` (a publisher always builds on its own releases).
+    fn trust_signer(&self, key: &KeyPair) -> Result<Option<Trust>, KafkaError> {
+        let mut view = self.view.lock().map_err(|_| poisoned())?;
+        let trust = view.ledger.trust().cloned();
+        if trust.is_none() && view.ledger.trusted().get(key.public().id()).is_none() {
+            let mut trusted = view.ledger.trusted().clone();
+            trusted.insert(key.public());
+            *view = TopicView::new(trusted, None);
+        }
+        Ok(trust)
     }
 
     /// (Needs a multi-threaded tokio runtime: the topic is read with blocking calls.)
@@ -435,127 +443,102 @@ impl Publisher {
     /// the module first (`flagforge publish` loads it in wasmtime): hosts refuse modules that
     /// do not load, and a refused module must never become the newest version on the topic.
     pub async fn release(&self, release: Release, key: &KeyPair) -> Result<Published, KafkaError> {
-        let trust = self.trust();
+        if release.module.len() > MAX_ENVELOPE_BYTES {
+            return Err(ReleaseError::TooLarge {
+                size: release.module.len(),
+                limit: MAX_ENVELOPE_BYTES,
+            }
+            .into());
+        }
+        let trust = self.trust_signer(key)?;
         let trust = trust.as_ref();
         self.ensure_topic().await?;
         self.ensure_audit_topic().await?;
         let ruleset = release.ruleset.clone();
         // Reading the topics blocks; keep it off the async workers.
-        let (latest, highest) = tokio::task::block_in_place(|| self.newest(&ruleset))?;
-        let audit = tokio::task::block_in_place(|| read_topic(&self.config, AUDIT_TOPIC))?;
+        let (history, ignored, untrusted_newer, trusted) = tokio::task::block_in_place(|| {
+            let mut view = self.view.lock().map_err(|_| poisoned())?;
+            view.catch_up(&self.config)?;
+            let l = &view.ledger;
+            Ok::<_, KafkaError>((
+                l.history(&ruleset),
+                l.ignored()
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect::<BTreeMap<_, _>>(),
+                l.untrusted_newer(&ruleset)
+                    .map(|(k, at)| (k.to_owned(), at)),
+                l.trusted().clone(),
+            ))
+        })?;
+        let raw: Vec<Vec<u8>> =
+            tokio::task::block_in_place(|| read_topic(&self.config, AUDIT_TOPIC))?
+                .into_iter()
+                .map(|r| r.value)
+                .collect();
+        let (audit, _) = verified_audit(&raw, &trusted);
+        let records: Vec<AuditRecord> = audit.iter().map(|(_, r)| r.clone()).collect();
         let sha256 = hex::encode(Sha256::digest(&release.module));
-        let pending = audit
-            .iter()
-            .rev()
-            .filter_map(|r| AuditRecord::decode(&r.value).ok())
-            .find(|r| {
-                r.envelope.ruleset == ruleset
-                    && latest
-                        .as_ref()
-                        .is_none_or(|l| r.envelope.version > l.version)
-            });
-        if let Some(p) = pending {
-            if p.envelope.sha256 != sha256 {
-                return Err(KafkaError::Refused(format!(
-                    "the audit log records `{ruleset}` version {} (sha256 {}) but the modules topic never received it: a publish was interrupted; publish that module again to complete it",
-                    p.envelope.version, p.envelope.sha256
-                )));
-            }
-            let mut envelope = p.envelope;
-            envelope.module = release.module;
-            self.produce(&envelope, &envelope.encode()).await?;
-            return Ok(Published {
-                ruleset,
-                version: envelope.version,
-                sha256,
-                unchanged: false,
-                recovered: true,
-                changes: decode_changes(envelope.changes.as_deref().map_or(&[][..], |c| &c[..]))
-                    .unwrap_or_default(),
-            });
-        }
-        if let Some(l) = &latest {
-            if l.sha256 == sha256 {
-                return Ok(Published {
-                    ruleset,
-                    version: l.version,
-                    sha256,
-                    unchanged: true,
-                    recovered: false,
-                    changes: Vec::new(),
-                });
-            }
-        }
-        if release.module.len() > MAX_ENVELOPE_BYTES {
-            return Err(KafkaError::Refused(format!(
-                "the module alone is {} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes for a whole envelope",
-                release.module.len()
-            )));
-        }
-        let refused = |e: flagforge_governance::GovernanceError| {
-            KafkaError::Refused(format!("cannot read the module's compiled rules: {e}"))
+        let request = Request {
+            ruleset: &ruleset,
+            module: &release.module,
+            sha256: &sha256,
+            now_ms: now_ms(),
+            created_at: &release.created_at,
+            reason: release.reason.as_deref(),
+            change: release.change.as_deref(),
         };
-        let new_rules = module_rules(&release.module).map_err(refused)?;
-        let old_rules = match &latest {
-            Some(l) => Some(module_rules(&l.module).map_err(refused)?),
-            None => None,
-        };
-        let changes = diff(old_rules.as_ref(), &new_rules);
-        let forbidden = forbidden_transitions(&changes, &new_rules);
-        if !forbidden.is_empty() {
-            let list: Vec<String> = forbidden.iter().map(ToString::to_string).collect();
-            return Err(KafkaError::Refused(format!("refused: {}", list.join("; "))));
-        }
-        let draft = Draft {
+        let outcome = |position: Position, new_epoch, recovered, unchanged, changes| Published {
             ruleset: ruleset.clone(),
-            version: highest + 1,
-            module: release.module,
-            created_at: release.created_at,
-            reason: release.reason,
-            change: release.change,
-            previous: latest.as_ref().map(|l| l.sha256.clone()),
-            changes: Some(encode_changes(&changes)),
+            version: position.version,
+            epoch: position.epoch,
+            new_epoch,
+            sha256: sha256.clone(),
+            unchanged,
+            recovered,
+            changes,
+            untrusted_newer: untrusted_newer.clone(),
+            ignored: ignored.clone(),
         };
-        let mut envelope = Envelope::sign(draft, key);
-        for a in &release.approvals {
-            a.matches(&envelope).map_err(KafkaError::Refused)?;
-            let signature = a.signature_bytes().ok_or_else(|| {
-                KafkaError::Refused(format!(
-                    "approval by {}: the signature is not hex",
-                    a.key_id
-                ))
-            })?;
-            envelope.signatures.push(Signature {
-                key_id: a.key_id.clone(),
-                role: "approver".into(),
-                signature,
-            });
-        }
-        if let Some(trust) = trust {
-            let replaced = latest.as_ref().map(|l| Replaced {
-                sha256: &l.sha256,
-                module: &l.module,
-            });
-            if let Err(refusals) = policy::check(trust, &envelope, replaced) {
-                let list: Vec<String> = refusals.iter().map(ToString::to_string).collect();
-                return Err(KafkaError::Refused(format!(
-                    "refused by the trust policy:\n  {}",
-                    list.join("\n  ")
-                )));
+        let (draft, changes, new_epoch) = match plan(request, &history, &records)? {
+            Plan::Unchanged { position } => {
+                return Ok(outcome(position, false, false, true, Vec::new()))
             }
-        }
-        let bytes = envelope.encode();
-        if bytes.len() > MAX_ENVELOPE_BYTES {
-            return Err(KafkaError::Refused(format!(
-                "envelope is {} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes",
-                bytes.len()
-            )));
-        }
+            Plan::Complete(envelope) => {
+                if envelope.module.len() > MAX_ENVELOPE_BYTES {
+                    return Err(ReleaseError::TooLarge {
+                        size: envelope.module.len(),
+                        limit: MAX_ENVELOPE_BYTES,
+                    }
+                    .into());
+                }
+                self.produce(&envelope, &envelope.encode()).await?;
+                let changes =
+                    decode_changes(envelope.changes.as_deref().map_or(&[][..], |c| &c[..]))
+                        .unwrap_or_default();
+                return Ok(outcome(envelope.position(), false, true, false, changes));
+            }
+            Plan::Next {
+                draft,
+                changes,
+                new_epoch,
+            } => (draft, changes, new_epoch),
+        };
+        let (envelope, bytes) = seal(
+            draft,
+            key,
+            &release.approvals,
+            trust,
+            history.latest.as_ref(),
+            MAX_ENVELOPE_BYTES,
+        )?;
         let name = |id: &str| trust.map_or_else(|| id.to_owned(), |t| t.identity(id));
+        // The chain continues from the last verified record: forged records on the audit
+        // topic are never linked to.
         let record = AuditRecord {
             format: AUDIT_FORMAT,
             seq: audit.len() as u64,
-            prev: audit.last().map(|r| link(&r.value)).unwrap_or_default(),
+            prev: audit.last().map(|(b, _)| link(b)).unwrap_or_default(),
             recorded_at: envelope.created_at.clone(),
             author: name(&envelope.author),
             approvers: envelope
@@ -577,22 +560,30 @@ impl Publisher {
         // version, say so. (If it lands after this read, this publish still reports success:
         // without compare-and-set on the topic no publisher can know. Hosts agree either way.)
         if let Some(winner) = tokio::task::block_in_place(|| self.latest(&ruleset))? {
-            if winner.version == envelope.version && winner.sha256 != envelope.sha256 {
-                return Err(KafkaError::Refused(format!(
-                    "lost a race: another publisher released version {} of `{ruleset}` (sha256 {}) right after this one, and hosts serve that; rebuild on top of it and publish again",
-                    winner.version, winner.sha256
-                )));
+            if winner.position() == envelope.position() && winner.sha256 != envelope.sha256 {
+                return Err(ReleaseError::LostRace {
+                    ruleset,
+                    position: winner.position(),
+                    sha256: winner.sha256,
+                }
+                .into());
             }
         }
-        Ok(Published {
-            ruleset,
-            version: envelope.version,
-            sha256: envelope.sha256,
-            unchanged: false,
-            recovered: false,
+        Ok(outcome(
+            envelope.position(),
+            new_epoch,
+            false,
+            false,
             changes,
-        })
+        ))
     }
+}
+
+/// The publisher's clock in Unix milliseconds (the epoch a new numbering starts).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// 100 years: "forever" on every Kafka-protocol broker we test against.
@@ -620,12 +611,13 @@ async fn create(
     Ok(())
 }
 
-/// Every decodable envelope still on the modules topic (compaction keeps at least the newest
-/// per ruleset), oldest first: what `flagforge replay` searches for a recorded module hash.
-pub fn history(config: &KafkaConfig) -> Result<Vec<Envelope>, KafkaError> {
+/// Every envelope still on the modules topic that verifies against `trusted` under its record
+/// key (compaction keeps at least the newest per ruleset), oldest first: what
+/// `flagforge replay` searches for a recorded module hash.
+pub fn history(config: &KafkaConfig, trusted: &TrustedKeys) -> Result<Vec<Envelope>, KafkaError> {
     Ok(read_topic(config, MODULES_TOPIC)?
         .iter()
-        .filter_map(|m| Envelope::decode(&m.value).ok())
+        .filter_map(|m| Envelope::from_record(m.key.as_deref(), &m.value, trusted).ok())
         .collect())
 }
 

@@ -7,13 +7,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use flagforge_distribution::{decide, Decision, Envelope, SnapshotDir, SnapshotError, TrustedKeys};
+use flagforge_distribution::{
+    decide, Decision, Envelope, Position, SnapshotDir, SnapshotError, TrustedKeys,
+};
 use flagforge_governance::policy::{self, Replaced};
 use flagforge_governance::Trust;
 use wasm_host::{Host, LoadedModule};
 
-/// Distinct rejections logged before logging stops (counting never stops).
-const MAX_LOGGED: usize = 1024;
+/// Distinct rejections remembered as already logged; past it the memory starts over (a
+/// repeat may then be logged once more).
+const MAX_REMEMBERED: usize = 1024;
+/// Rejection log lines per minute; past it they are counted and summarised once a minute, so a
+/// flood of distinct garbage neither floods the log nor silences it for good.
+const LOG_LINES_PER_MINUTE: u32 = 60;
 
 /// How a rejected envelope is named in the log.
 fn subject(env: &Envelope) -> String {
@@ -47,6 +53,8 @@ pub enum Source {
 pub struct Served {
     /// Envelope version.
     pub version: u64,
+    /// Envelope epoch (0 without one).
+    pub epoch: u64,
     /// Module sha256.
     pub sha256: String,
     /// When it was published (RFC 3339, from the envelope).
@@ -59,6 +67,17 @@ pub struct Served {
     pub module: LoadedModule,
     /// The module bytes (served to browsers and BFFs as they are).
     pub bytes: Arc<Vec<u8>>,
+}
+
+impl Served {
+    /// Where the served envelope stands in its ruleset's history.
+    #[must_use]
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            version: self.version,
+        }
+    }
 }
 
 /// What became of an offered envelope.
@@ -85,9 +104,59 @@ pub struct Registry {
     snapshots: Option<SnapshotDir>,
     served: RwLock<HashMap<String, Arc<Served>>>,
     rejected: Mutex<BTreeMap<String, u64>>,
-    logged: Mutex<HashSet<String>>,
+    logged: Mutex<RejectLog>,
+    replaced_equal: Mutex<u64>,
     contact: Mutex<Option<(Instant, i64)>>,
     updates: tokio::sync::broadcast::Sender<Installed>,
+}
+
+/// Which rejections were logged recently.
+struct RejectLog {
+    seen: HashSet<String>,
+    window: Instant,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl RejectLog {
+    fn new() -> RejectLog {
+        RejectLog {
+            seen: HashSet::new(),
+            window: Instant::now(),
+            lines: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log this (reason, subject) now.
+    fn admit(&mut self, id: String) -> bool {
+        if self.seen.contains(&id) {
+            return false;
+        }
+        if self.seen.len() >= MAX_REMEMBERED {
+            self.seen.clear();
+        }
+        self.seen.insert(id);
+        if self.window.elapsed() >= std::time::Duration::from_secs(60) {
+            if self.suppressed > 0 {
+                log::warn!(
+                    "{} further rejections in the last minute were only counted (see /metrics)",
+                    self.suppressed
+                );
+            }
+            *self = RejectLog {
+                seen: std::mem::take(&mut self.seen),
+                ..RejectLog::new()
+            };
+        }
+        if self.lines < LOG_LINES_PER_MINUTE {
+            self.lines += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
 }
 
 /// A module a registry started serving (announced to [`Registry::updates`] subscribers).
@@ -112,7 +181,8 @@ impl Registry {
             snapshots,
             served: RwLock::new(HashMap::new()),
             rejected: Mutex::new(BTreeMap::new()),
-            logged: Mutex::new(HashSet::new()),
+            logged: Mutex::new(RejectLog::new()),
+            replaced_equal: Mutex::new(0),
             contact: Mutex::new(None),
             updates: tokio::sync::broadcast::channel(64).0,
         }
@@ -136,17 +206,15 @@ impl Registry {
     }
 
     /// Counts a rejection and logs it the first time this subject is rejected for this reason
-    /// (a host re-reading the topic after a restart sees the same poison again).
+    /// (a host re-reading the topic after a restart sees the same poison again), within a rate
+    /// limit.
     fn reject(&self, reason: &str, subject: &str, why: &dyn std::fmt::Display) -> Offer {
         if let Ok(mut r) = self.rejected.lock() {
             *r.entry(reason.to_owned()).or_default() += 1;
         }
         if let Ok(mut logged) = self.logged.lock() {
-            if logged.len() < MAX_LOGGED && logged.insert(format!("{reason}\0{subject}")) {
+            if logged.admit(format!("{reason}\0{subject}")) {
                 log::warn!("rejected {subject}: {why} [{reason}]");
-                if logged.len() == MAX_LOGGED {
-                    log::warn!("{MAX_LOGGED} distinct rejections logged; further ones are only counted (see /metrics)");
-                }
             }
         }
         Offer::Rejected(reason.to_owned())
@@ -172,37 +240,38 @@ impl Registry {
         Ok(load.rejected)
     }
 
-    /// Offers raw envelope bytes (a Kafka message value).
-    pub fn offer(&self, bytes: &[u8]) -> Offer {
-        self.offer_batch(&[bytes]).pop().unwrap_or(Offer::Duplicate)
+    /// Offers one record of the modules topic (its key and value).
+    pub fn offer(&self, key: Option<&[u8]>, bytes: &[u8]) -> Offer {
+        self.offer_batch(&[(key, bytes)])
+            .pop()
+            .unwrap_or(Offer::Duplicate)
     }
 
     /// Offers several messages received together. Every message is decoded and verified
     /// (rejections are counted), but per ruleset only the newest valid envelope is compiled:
     /// candidates are tried newest first, and an older one only if a newer one fails to load.
     /// Returns one outcome per ruleset offered, plus one per rejected message.
-    pub fn offer_batch(&self, messages: &[&[u8]]) -> Vec<Offer> {
+    pub fn offer_batch(&self, messages: &[(Option<&[u8]>, &[u8])]) -> Vec<Offer> {
         let mut outcomes = Vec::new();
         let mut by_ruleset: BTreeMap<String, Vec<Envelope>> = BTreeMap::new();
-        for bytes in messages {
-            let env = match Envelope::decode(bytes) {
-                Ok(e) => e,
+        for (key, bytes) in messages {
+            // The one check every reader of the topic applies (the publisher too).
+            match Envelope::from_record(*key, bytes, &self.trusted) {
+                Ok(env) => by_ruleset.entry(env.ruleset.clone()).or_default().push(env),
                 Err(e) => {
-                    outcomes.push(self.reject(e.kind(), &message_subject(bytes), &e));
-                    continue;
+                    let named = Envelope::decode(bytes)
+                        .ok()
+                        .filter(|_| bytes.len() <= flagforge_distribution::MAX_RECORD_BYTES);
+                    let who = named.map_or_else(|| message_subject(bytes), |env| subject(&env));
+                    outcomes.push(self.reject(e.kind(), &who, &e));
                 }
-            };
-            if let Err(e) = env.verify(&self.trusted) {
-                outcomes.push(self.reject(e.kind(), &subject(&env), &e));
-                continue;
             }
-            by_ruleset.entry(env.ruleset.clone()).or_default().push(env);
         }
         for (_, candidates) in by_ruleset {
             // Newest first by the hosts' rule: higher version, then later in the log.
             let mut candidates: Vec<(usize, Envelope)> =
                 candidates.into_iter().enumerate().collect();
-            candidates.sort_by_key(|(i, e)| std::cmp::Reverse((e.version, *i)));
+            candidates.sort_by_key(|(i, e)| std::cmp::Reverse((e.position(), *i)));
             let mut last = Offer::Duplicate;
             for (_, env) in candidates {
                 last = self.install(env, Source::Kafka);
@@ -239,7 +308,7 @@ impl Registry {
             }
         }
         // Compile off the request path: evaluations keep using the current module meanwhile.
-        let module = match self.host.load(&env.module) {
+        let module = match self.host.compile(&env.module) {
             Ok(m) => m,
             Err(e) => {
                 return self.reject(&format!("invalid_module_{}", e.kind()), &subject(&env), &e)
@@ -249,6 +318,8 @@ impl Registry {
             let why = format!("the module holds ruleset `{}`", module.manifest().ruleset);
             return self.reject("ruleset_mismatch", &subject(&env), &why);
         }
+        // The snapshot first, then the compiled-module cache: when space runs out, what a
+        // restart without the broker needs is the snapshot.
         if source == Source::Kafka {
             if let Some(dir) = &self.snapshots {
                 if let Err(e) = dir.store(&env) {
@@ -256,8 +327,10 @@ impl Registry {
                 }
             }
         }
+        self.host.remember(&module);
         let served = Arc::new(Served {
             version: env.version,
+            epoch: env.epoch.unwrap_or(0),
             sha256: env.sha256.clone(),
             created_at: env.created_at.clone(),
             source,
@@ -269,11 +342,29 @@ impl Registry {
             return self.reject("internal", &subject(&env), &"the registry lock is poisoned");
         };
         // Decide again under the lock: nothing older may replace what another offer installed.
-        let current = map.get(&env.ruleset).map(|s| (s.version, s.sha256.clone()));
-        match decide(current.as_ref().map(|(v, s)| (*v, s.as_str())), &env) {
+        let current = map
+            .get(&env.ruleset)
+            .map(|s| (s.position(), s.sha256.clone()));
+        match decide(current.as_ref().map(|(p, s)| (*p, s.as_str())), &env) {
             Decision::Accept => {
+                if let Some((p, sha)) = current.filter(|(p, _)| *p == env.position()) {
+                    // A racing publisher's record, later in the log: it wins on every host.
+                    if let Ok(mut n) = self.replaced_equal.lock() {
+                        *n += 1;
+                    }
+                    log::warn!(
+                        "{}: version {p} (sha256 {}) replaced by another module of the same version (sha256 {}), later in the log: two publishers raced",
+                        env.ruleset,
+                        sha.get(..12).unwrap_or(&sha),
+                        env.sha256.get(..12).unwrap_or(&env.sha256)
+                    );
+                }
                 map.insert(env.ruleset.clone(), served);
+                let keep: Vec<[u8; 32]> = map.values().map(|s| s.module.sha256()).collect();
                 drop(map);
+                if let Some(cache) = self.host.compiled_cache() {
+                    cache.prune(&keep);
+                }
                 // Nobody listening is fine.
                 let _ = self.updates.send(Installed {
                     ruleset: env.ruleset.clone(),
@@ -296,7 +387,7 @@ impl Registry {
     /// Checks ordering before compiling, so stale and duplicate envelopes cost nothing.
     fn refusal(&self, env: &Envelope) -> Option<Offer> {
         let current = self.get(&env.ruleset)?;
-        match decide(Some((current.version, &current.sha256)), env) {
+        match decide(Some((current.position(), &current.sha256)), env) {
             Decision::Accept => None,
             Decision::Duplicate => Some(Offer::Duplicate),
             Decision::Reject(r) => Some(self.reject(r.kind(), &subject(env), &r)),
@@ -354,6 +445,12 @@ impl Registry {
             .is_none_or(|(at, _)| at.elapsed() > bound)
     }
 
+    /// Served modules replaced by another module of the same version (racing publishers).
+    #[must_use]
+    pub fn replaced_equal_version(&self) -> u64 {
+        self.replaced_equal.lock().map_or(0, |n| *n)
+    }
+
     /// Rejections so far, by reason.
     #[must_use]
     pub fn rejected(&self) -> BTreeMap<String, u64> {
@@ -375,10 +472,23 @@ mod tests {
             None,
         );
         for _ in 0..3 {
-            registry.offer(b"not an envelope");
+            registry.offer(Some(b"checkout"), b"not an envelope");
         }
-        registry.offer(b"another bad message");
+        registry.offer(Some(b"checkout"), b"another bad message");
         assert_eq!(registry.rejected().get("garbage"), Some(&4));
-        assert_eq!(registry.logged.lock().unwrap().len(), 2);
+        assert_eq!(registry.logged.lock().unwrap().seen.len(), 2);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_garbage_is_rate_limited_and_never_silences_the_log_for_good() {
+        let mut log = RejectLog::new();
+        let admitted = (0..5000)
+            .filter(|i| log.admit(format!("garbage\0{i}")))
+            .count();
+        assert_eq!(admitted, LOG_LINES_PER_MINUTE as usize);
+        assert!(log.seen.len() <= MAX_REMEMBERED);
+        // A minute later, new rejections are logged again.
+        log.window -= std::time::Duration::from_secs(61);
+        assert!(log.admit("bad_signature\0checkout v9".into()));
     }
 }

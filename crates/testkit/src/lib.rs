@@ -1,6 +1,10 @@
 //! Test support shared by the integration tests that need real components: a tansu broker
 //! (installed into `.tools/bin` by `scripts/setup.sh`; memory or durable sqlite engine) on a
 //! free loopback port, restartable and stopped on drop; and variants of the checkout module.
+#![allow(
+    clippy::panic,
+    reason = "test support: a broker that cannot start fails the test that asked for it"
+)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -29,6 +29,19 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
 const MAGIC: &[u8; 8] = b"FFCWASM1";
+/// Largest cache file read.
+const MAX_ARTIFACT_BYTES: u64 = 256 * 1024 * 1024;
+
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = fs::File::open(path)?;
+    if file.metadata()?.len() > limit {
+        return Err(std::io::Error::other("too large"));
+    }
+    let mut out = Vec::new();
+    file.take(limit).read_to_end(&mut out)?;
+    Ok(out)
+}
 const HEADER: usize = 8 + 32 + 32 + 32;
 
 /// Why a cache file was not used (it is then recompiled and rewritten).
@@ -114,9 +127,21 @@ fn fingerprint(engine: &Engine) -> [u8; 32] {
 }
 
 impl CompiledCache {
-    /// A cache in `dir` (created if needed) for artifacts of `engine`.
+    /// A cache in `dir` (created if needed) for artifacts of `engine`. Temporary files left by
+    /// an interrupted write are removed.
     pub(crate) fn open(dir: &Path, engine: &Engine) -> std::io::Result<CompiledCache> {
         fs::create_dir_all(dir)?;
+        if !fs::metadata(dir)?.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        for entry in fs::read_dir(dir)?.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         Ok(CompiledCache {
             dir: dir.to_path_buf(),
             fingerprint: fingerprint(engine),
@@ -145,7 +170,8 @@ impl CompiledCache {
 
     /// Looks up the artifact of `module_sha256`, checking it before wasmtime sees it.
     pub(crate) fn find(&self, engine: &Engine, module_sha256: &[u8; 32]) -> Found {
-        let found = match fs::read(self.path_for(module_sha256)) {
+        // Bounded: a module's native code is a few times its 8 MiB limit at most.
+        let found = match read_bounded(&self.path_for(module_sha256), MAX_ARTIFACT_BYTES) {
             Err(_) => Found::Miss,
             Ok(file) => match self.check(&file, module_sha256) {
                 Err(reject) => Found::Rejected(reject),
@@ -198,21 +224,52 @@ impl CompiledCache {
         let artifact = module.serialize().map_err(std::io::Error::other)?;
         let path = self.path_for(module_sha256);
         let tmp = path.with_extension(format!("cwasm.{}.tmp", std::process::id()));
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(MAGIC)?;
-        file.write_all(module_sha256)?;
-        file.write_all(&self.fingerprint)?;
-        file.write_all(&Sha256::digest(&artifact))?;
-        file.write_all(&artifact)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)
+        let written = (|| {
+            let mut file = fs::File::create(&tmp)?;
+            file.write_all(MAGIC)?;
+            file.write_all(module_sha256)?;
+            file.write_all(&self.fingerprint)?;
+            file.write_all(&Sha256::digest(&artifact))?;
+            file.write_all(&artifact)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            // Never leave a partial file taking space (a full volume is the usual cause).
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Removes every compiled module but those of `keep` (module sha256s): a host keeps the
+    /// native code of what it serves, not of every module it ever refused or replaced.
+    /// Returns how many files were removed.
+    pub fn prune(&self, keep: &[[u8; 32]]) -> usize {
+        let keep: std::collections::HashSet<String> = keep
+            .iter()
+            .map(|k| format!("{}.cwasm", hex::encode(k)))
+            .collect();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.ends_with(".cwasm") && !keep.contains(&name)
+            })
+            .filter(|e| fs::remove_file(e.path()).is_ok())
+            .count()
     }
 }
 
 /// The one `unsafe` call outside the guest ABI crate (a reviewed exception, see
 /// ARCHITECTURE.md): wasmtime cannot check that artifact bytes are well formed native code,
 /// so `Module::deserialize` is `unsafe` and trusts its caller.
-#[allow(unsafe_code)]
+#[expect(
+    unsafe_code,
+    reason = "`Module::deserialize` is unsafe: the artifact is checked against its header first (see SAFETY)"
+)]
 fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Module> {
     // SAFETY: `artifact` is exactly the output of `Module::serialize` written by
     // `CompiledCache::write`: `check` has verified its sha256 against the header written

@@ -9,10 +9,6 @@
 //! This crate never evaluates rules itself: it loads, limits, marshals and pools. Semantics
 //! live in evaluator-core, compiled into the module.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
 //!
 //! ```no_run
 //! use wasm_host::{Host, Limits};
@@ -181,8 +177,26 @@ impl Host {
         &self.limits
     }
 
-    /// Validates and compiles a module. See [`LoadError`] for each check.
+    /// Validates and compiles a module (or takes its native code from the compiled-module
+    /// cache), and writes it to the cache once it passed every check. See [`LoadError`] for
+    /// each check.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
+        let loaded = self.compile(bytes)?;
+        self.remember(&loaded);
+        Ok(loaded)
+    }
+
+    /// [`Self::load`] without writing the cache: for a caller that must persist something
+    /// more important first (a registry writes the snapshot, then calls [`Self::remember`]).
+    pub fn compile(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
         LoadedModule::load(&self.engine, self.limits, self.cache.as_deref(), bytes)
+    }
+
+    /// Writes a loaded module's native code to the compiled-module cache (if there is one and
+    /// the module did not come from it). Failures are counted in [`CacheStats`], not fatal.
+    pub fn remember(&self, module: &LoadedModule) {
+        if let Some(cache) = &self.cache {
+            module.persist(cache);
+        }
     }
 }

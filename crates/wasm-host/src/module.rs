@@ -271,11 +271,16 @@ impl LoadedModule {
         }
         loaded.checkin(slot);
         loaded.constant = loaded.constant_answers();
-        // Cached only once the module has passed every check above.
-        if let (Some(cache), false) = (cache, loaded.compiled_from == CompiledFrom::Cache) {
-            cache.store(&sha256, loaded.pre.module());
-        }
         Ok(loaded)
+    }
+
+    /// Writes this module's native code to `cache` unless it came from there. Called only
+    /// once the module has passed every check of `load` (and, in a registry, once its
+    /// snapshot is on disk: the snapshot matters more than the cache when space runs out).
+    pub(crate) fn persist(&self, cache: &CompiledCache) {
+        if self.compiled_from != CompiledFrom::Cache {
+            cache.store(&self.sha256, self.pre.module());
+        }
     }
 
     fn new_slot(&self) -> Result<Slot, LoadError> {
@@ -531,11 +536,14 @@ impl LoadedModule {
             });
         match out {
             Ok(results) => results,
-            Err(e) => self
+            // One call for every flag failed (an oversized or unencodable attribute, a limit
+            // hit): answer each flag from the attributes it reads, so only the flags that read
+            // the offending input fail, as they would one by one.
+            Err(_) => self
                 .manifest
                 .flags
                 .iter()
-                .map(|f| self.fallback(&f.key, &e))
+                .map(|f| self.evaluate(&f.key, ctx, explain))
                 .collect(),
         }
     }

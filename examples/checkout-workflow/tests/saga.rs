@@ -1,6 +1,12 @@
 //! The checkout saga against a real broker (tansu, started here): no order mixes two versions
 //! of FulfillmentRoutingMode across services while a new version is published mid-run, and
 //! the mismatch metric counts exactly the disagreements the services saw.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed assumption is a failed test"
+)]
 
 use flagforge_example_checkout_workflow::{run, table, Config};
 use flagforge_testkit::Broker;

@@ -356,3 +356,90 @@ fn bench_reports_native_and_wasmtime_cost_and_their_ratio() {
     assert!(stdout(&o).contains("TaxCalculationMode"));
     assert!(stdout(&o).contains("wasmtime validate + compile + instantiate"));
 }
+
+/// Runs the binary under a 1 GiB address-space limit: a command that read its whole input
+/// before checking its size would fail to allocate instead of printing the limit.
+fn flagforge_bounded(args: &[&str]) -> Output {
+    let mut script = String::from("ulimit -v 1048576; exec \"$0\"");
+    for i in 0..args.len() {
+        script.push_str(&format!(" \"${}\"", i + 1));
+    }
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_flagforge"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn endless_and_oversized_inputs_are_refused_at_their_bound_without_reading_them() {
+    for args in [
+        vec!["inspect", "/dev/zero"],
+        vec!["eval", "/dev/zero", "--context", "{}"],
+    ] {
+        let o = flagforge_bounded(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("the limit is 8388608 bytes"),
+            "{args:?}: {err}"
+        );
+    }
+    // A 50 MB rule file: refused before it is read, with the limit in the message.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(50 * 1024 * 1024).unwrap();
+    for cmd in ["check", "build"] {
+        let out = dir.path().join("big.wasm");
+        let o = if cmd == "check" {
+            flagforge_bounded(&[cmd, big.to_str().unwrap()])
+        } else {
+            flagforge_bounded(&[cmd, big.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        };
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{cmd}: {err}");
+        assert!(
+            err.contains("the limit for one ruleset is 4194304 bytes"),
+            "{cmd}: {err}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn a_ruleset_whose_module_could_not_be_published_is_refused_by_check_and_build() {
+    // 60,000 members of ~16 bytes: a valid ruleset under the source bound, whose module is
+    // larger than any envelope `flagforge publish` produces.
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<String> = (0..60_000).map(|i| format!("\"cust-{i:010}\"")).collect();
+    std::fs::write(
+        dir.path().join("ruleset.yaml"),
+        format!(
+            "ruleset: huge\ncontext:\n  customer_id: string\nsegments:\n  vip: {{ members: [{}] }}\nflags:\n  - key: Vip\n    kind: ops\n    owner: ops-team\n    variants: {{ on: true, off: false }}\n    default: off\n    rules:\n      - when: 'customer_id in segment(\"vip\")'\n        serve: on\n",
+            members.join(", ")
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("huge.wasm");
+    for args in [
+        vec!["check", dir.path().to_str().unwrap()],
+        vec![
+            "build",
+            dir.path().to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    ] {
+        let o = flagforge(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("the limit for a module that can be published is 921600 bytes"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!out.exists());
+}

@@ -72,6 +72,21 @@ fn a_ten_megabyte_context_sent_raw_within_a_raised_limit_is_still_answered() {
 }
 
 #[test]
+fn an_oversized_attribute_fails_only_the_flags_that_read_it_in_a_bulk_evaluation() {
+    let m = checkout();
+    let mut ctx = fr();
+    ctx.insert("email".into(), Value::String("x".repeat(2 * 1024 * 1024)));
+    let all = m.evaluate_all(&ctx, false);
+    assert_eq!(all.len(), m.manifest().flags.len());
+    for r in &all {
+        // Each flag answers as it does alone: an error only where its answer reads `email`.
+        assert_eq!(*r, m.evaluate(&r.key, &ctx, false), "{}", r.key);
+    }
+    assert!(all.iter().any(|r| r.reason != Reason::Error));
+    assert!(all.iter().any(|r| r.reason == Reason::Error));
+}
+
+#[test]
 fn a_context_nested_ten_thousand_deep_is_a_parse_error_not_a_crash() {
     let m = checkout();
     // {"market": [[[[...10,000 deep...]]]]} as raw MessagePack.

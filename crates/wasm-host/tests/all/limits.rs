@@ -115,14 +115,31 @@ fn a_ten_thousand_flag_ruleset_loads_and_every_new_instance_answers() {
         text: yaml,
     }])
     .unwrap();
-    let module = Host::new(Limits::default())
-        .unwrap()
-        .load(&compiled.module)
-        .unwrap();
+    // No idle instance is kept: every call instantiates the module afresh.
+    let module = Host::new(Limits {
+        max_idle_instances: 0,
+        ..Limits::default()
+    })
+    .unwrap()
+    .load(&compiled.module)
+    .unwrap();
     assert_eq!(module.manifest().flags.len(), 10_000);
     let mut ctx = flagforge_protocol::Context::new();
     ctx.insert("market".into(), flagforge_protocol::Value::from("M9999"));
-    // Several threads at once force several fresh instances.
+    let created = || {
+        module
+            .stats()
+            .instances_created
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = created();
+    for flag in ["F9999", "F0", "F5000"] {
+        let r = module.evaluate(flag, &ctx, false);
+        let expected = if flag == "F9999" { "on" } else { "off" };
+        assert_eq!(r.variant.as_deref(), Some(expected), "{r:?}");
+    }
+    assert_eq!(created() - before, 3, "each call ran on a new instance");
+    // And several at once, from several threads.
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
@@ -131,4 +148,5 @@ fn a_ten_thousand_flag_ruleset_loads_and_every_new_instance_answers() {
             });
         }
     });
+    assert_eq!(created() - before, 7);
 }

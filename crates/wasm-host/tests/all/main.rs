@@ -1,4 +1,10 @@
 //! wasm-host integration tests: hostile modules, hostile inputs, limits, concurrency.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed assumption is a failed test"
+)]
 
 mod compiled_cache;
 mod guests;

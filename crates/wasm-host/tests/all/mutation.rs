@@ -98,18 +98,48 @@ fn mutated_modules_are_refused_or_load_and_answer() {
     let original = guests::checkout();
     let mut rng = Rng(0x5eed_0000_0003);
     let (mut refused, mut loaded) = (0, 0);
-    for _ in 0..30 {
+    let known = [
+        "too_large",
+        "bad_magic",
+        "binary_version",
+        "invalid",
+        "has_imports",
+        "bad_export",
+        "abi_version",
+        "unusable",
+        "instantiate",
+    ];
+    for i in 0..30 {
         let bytes = mutate(&mut rng, &original);
         match host.load(&bytes) {
             Err(e) => {
+                // Refused with one of the documented reasons and a message.
+                assert!(known.contains(&e.kind()), "mutation {i}: kind {}", e.kind());
                 assert!(!e.to_string().is_empty());
                 refused += 1;
             }
             Ok(m) => {
-                let _ = m.evaluate_all(&Context::new(), false);
+                // Loaded: every declared flag answers, in order, and an error answer says why.
+                let all = m.evaluate_all(&Context::new(), false);
+                let keys: Vec<&str> = all.iter().map(|r| r.key.as_str()).collect();
+                let declared: Vec<&str> =
+                    m.manifest().flags.iter().map(|f| f.key.as_str()).collect();
+                assert_eq!(keys, declared, "mutation {i}");
+                for r in &all {
+                    assert_eq!(
+                        r.reason == flagforge_protocol::Reason::Error,
+                        r.error_code.is_some(),
+                        "mutation {i}: {r:?}"
+                    );
+                }
                 loaded += 1;
             }
         }
     }
+    // The seed is fixed: both outcomes occur, so both branches above were exercised.
+    assert!(
+        refused > 0 && loaded > 0,
+        "refused {refused}, loaded {loaded}"
+    );
     assert_eq!(refused + loaded, 30);
 }
