@@ -282,21 +282,36 @@ pub fn audit_verify(
     let verifying = !keys.is_empty();
     let raw = audit_records(config)?;
     let all: Vec<Vec<u8>> = raw.iter().map(|r| r.value.clone()).collect();
-    let values: Vec<Vec<u8>> = if verifying {
+    // The records the chain is made of, with their offsets (to say where a link breaks).
+    let (values, offsets): (Vec<Vec<u8>>, Vec<i64>) = if verifying {
         let (verified, ignored) = verified_audit(&all, &keys);
         if ignored > 0 {
             outln!(
                 "warning: {ignored} record(s) on the audit topic are not signed by a trusted author (forged, or another publisher's keys): ignored"
             );
         }
-        verified.into_iter().map(|(b, _)| b).collect()
+        // `verified_audit` keeps log order, so each kept record is the next raw record with
+        // the same bytes.
+        let mut rest = raw.iter();
+        verified
+            .into_iter()
+            .map(|(b, _)| {
+                let offset = rest.find(|r| r.value == b).map_or(-1, |r| r.offset);
+                (b, offset)
+            })
+            .unzip()
     } else {
-        all
+        (all, raw.iter().map(|r| r.offset).collect())
     };
     let records = match verify_chain(&values) {
         Ok(r) => r,
         Err(b) => {
-            outln!("BROKEN LINK at record #{}: {}", b.index, b.reason);
+            let offset = offsets.get(b.index).copied().unwrap_or(-1);
+            outln!(
+                "BROKEN LINK at record #{} (offset {offset}): {}",
+                b.index,
+                b.reason
+            );
             return Ok(ExitCode::FAILURE);
         }
     };

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use flagforge_distribution::{Draft, Envelope, KeyPair};
+use flagforge_distribution::{Draft, Envelope, KeyPair, TrustedKeys};
 use flagforge_governance::{diff, encode_changes, module_rules};
+use flagforge_kafka::KafkaConfig;
 use flagforge_testkit::{free_port, Broker};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -320,9 +321,28 @@ fn produce_by_hand(brokers: &str, env: &Envelope) {
     });
 }
 
-/// An envelope built the way `publish` builds one (diff against `previous`), signed by the
-/// author only.
-fn hand_made(author: &KeyPair, version: u64, previous: &Path, module: &Path) -> Envelope {
+/// The epoch the topic's newest trusted envelope is in: a hand-made envelope copies it, as an
+/// attacker would, so that only the governance checks stand in its way.
+fn current_epoch(brokers: &str, keys: &[&KeyPair]) -> Option<u64> {
+    let trusted = TrustedKeys::new(keys.iter().map(|k| k.public()));
+    flagforge_kafka::history(&KafkaConfig::new(brokers), &trusted)
+        .unwrap()
+        .iter()
+        .filter(|e| e.ruleset == "checkout")
+        .map(Envelope::position)
+        .max()
+        .and_then(|p| (p.epoch != 0).then_some(p.epoch))
+}
+
+/// An envelope built the way `publish` builds one (diff against `previous`, in the topic's
+/// current epoch), signed by the author only.
+fn hand_made(
+    epoch: Option<u64>,
+    author: &KeyPair,
+    version: u64,
+    previous: &Path,
+    module: &Path,
+) -> Envelope {
     let (old, new) = (
         std::fs::read(previous).unwrap(),
         std::fs::read(module).unwrap(),
@@ -339,6 +359,7 @@ fn hand_made(author: &KeyPair, version: u64, previous: &Path, module: &Path) -> 
             created_at: "2026-11-25T12:00:00Z".into(),
             previous: Some(sha(previous)),
             changes: Some(encode_changes(&changes)),
+            epoch,
             ..Draft::default()
         },
         author,
@@ -439,7 +460,16 @@ fn governed_publishes_need_approvals_and_scopes_hosts_check_again_and_the_audit_
     assert!(out.contains("TaxCalculationMode (policy flag of finance-platform) needs 1 approval(s) by an approver for finance-platform other than the author; it has 0"), "{out}");
     // ... and the same envelope made by hand and sent straight to the topic is refused by the
     // running host, counted, and v1 keeps serving.
-    produce_by_hand(&brokers, &hand_made(&alice, 2, &v1, &v2));
+    produce_by_hand(
+        &brokers,
+        &hand_made(
+            current_epoch(&brokers, &[&alice, &bob, &carol]),
+            &alice,
+            2,
+            &v1,
+            &v2,
+        ),
+    );
     wait_until("the host counts the unapproved envelope", || {
         rejected(&host, "missing_approval") == 1
     });
@@ -480,7 +510,16 @@ fn governed_publishes_need_approvals_and_scopes_hosts_check_again_and_the_audit_
             && out.contains("may not change FraudEngineRoutingMode, owned by risk-team"),
         "{out}"
     );
-    produce_by_hand(&brokers, &hand_made(&carol, 4, &v2, &v3));
+    produce_by_hand(
+        &brokers,
+        &hand_made(
+            current_epoch(&brokers, &[&alice, &bob, &carol]),
+            &carol,
+            4,
+            &v2,
+            &v3,
+        ),
+    );
     wait_until("the host counts the out-of-scope envelope", || {
         rejected(&host, "out_of_scope") == 1
     });
