@@ -23,7 +23,7 @@ pub enum CallError {
     #[error("module trapped: {0}")]
     Trap(String),
     /// The call used its whole fuel budget (the instance was discarded).
-    #[error("evaluation exceeded its fuel budget of {0}")]
+    #[error("the call exceeded its fuel budget of {0}")]
     OutOfFuel(u64),
     /// The module could not allocate (memory cap reached).
     #[error("module is out of memory")]
@@ -244,7 +244,7 @@ impl LoadedModule {
             .exports
             .abi_version
             .call(&mut slot.store, ())
-            .map_err(|e| LoadError::Unusable(classify(e, limits.fuel_per_call).to_string()))?;
+            .map_err(|e| LoadError::Unusable(classify(e, limits.fuel_per_load).to_string()))?;
         if found != abi::ABI_VERSION {
             return Err(LoadError::UnsupportedAbi {
                 found,
@@ -252,7 +252,9 @@ impl LoadedModule {
             });
         }
         let reply = loaded
-            .call_packed(&mut slot, |store, ex| ex.manifest.call(store, ()))
+            .call_packed(&mut slot, limits.fuel_per_load, |store, ex| {
+                ex.manifest.call(store, ())
+            })
             .map_err(|e| LoadError::Unusable(e.to_string()))?;
         match decode::<ManifestReply>(&reply) {
             Ok(ManifestReply::Ok(m)) => {
@@ -324,7 +326,7 @@ impl LoadedModule {
         slot.store
             .set_fuel(self.limits.fuel_per_load)
             .map_err(|e| LoadError::Unusable(e.to_string()))?;
-        self.call_packed(&mut slot, |store, ex| {
+        self.call_packed(&mut slot, self.limits.fuel_per_load, |store, ex| {
             ex.evaluate.call(store, (0, 0, 0, 0, 0))
         })
         .map_err(|e| LoadError::Unusable(format!("readying an instance: {e}")))?;
@@ -391,14 +393,15 @@ impl LoadedModule {
         Ok([base, base + parts[0].len() as u32])
     }
 
-    /// Runs an export returning a packed buffer, copies the buffer out and frees it.
+    /// Runs an export returning a packed buffer, copies the buffer out and frees it; `fuel`
+    /// is the budget the store was given (named in an out-of-fuel error).
     fn call_packed(
         &self,
         slot: &mut Slot,
+        fuel: u64,
         f: impl FnOnce(&mut Store<StoreData>, &Exports) -> wasmtime::Result<u64>,
     ) -> Result<Vec<u8>, CallError> {
-        let packed = f(&mut slot.store, &slot.exports)
-            .map_err(|e| classify(e, self.limits.fuel_per_call))?;
+        let packed = f(&mut slot.store, &slot.exports).map_err(|e| classify(e, fuel))?;
         let (ptr, len) = abi::unpack(packed);
         let data = slot.exports.memory.data(&slot.store);
         let out = data
@@ -408,7 +411,7 @@ impl LoadedModule {
         slot.exports
             .free
             .call(&mut slot.store, (ptr, len))
-            .map_err(|e| classify(e, self.limits.fuel_per_call))?;
+            .map_err(|e| classify(e, fuel))?;
         Ok(out)
     }
 
@@ -425,7 +428,9 @@ impl LoadedModule {
                 .map_err(|e| CallError::Trap(e.to_string()))?;
             let [p0, p1] = self.write_input(&mut slot, inputs)?;
             let bufs = [(p0, inputs[0].len() as u32), (p1, inputs[1].len() as u32)];
-            self.call_packed(&mut slot, |store, ex| f(store, ex, bufs))
+            self.call_packed(&mut slot, self.limits.fuel_per_call, |store, ex| {
+                f(store, ex, bufs)
+            })
         })();
         match &result {
             Ok(_) => {

@@ -150,3 +150,22 @@ fn a_ten_thousand_flag_ruleset_loads_and_every_new_instance_answers() {
     });
     assert_eq!(created() - before, 7);
 }
+
+/// A module that cannot be readied within the load budget is refused, and the message names
+/// that budget (not the per-call one).
+#[test]
+fn a_load_over_the_load_fuel_budget_names_that_budget() {
+    let host = Host::new(Limits {
+        fuel_per_load: 1_000,
+        fuel_per_call: 123_456_789,
+        ..Limits::default()
+    })
+    .unwrap();
+    let Err(err) = host.load(&guests::checkout()) else {
+        panic!("a module readied on 1,000 fuel")
+    };
+    assert_eq!(err.kind(), "unusable", "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("fuel budget of 1000"), "{msg}");
+    assert!(!msg.contains("123456789"), "{msg}");
+}
