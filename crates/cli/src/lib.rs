@@ -792,10 +792,16 @@ fn publish(
         );
     } else {
         outln!(
-            "published ruleset `{ruleset}` version {} (sha256 {}) signed by {}",
+            "published ruleset `{ruleset}` version {} (sha256 {}) signed by {}{}",
             published.version,
             published.sha256,
-            key.public().id()
+            key.public().id(),
+            published.record.map_or(String::new(), |r| format!(
+                ", at {} partition {} offset {}",
+                flagforge_kafka::MODULES_TOPIC,
+                r.partition,
+                r.offset
+            ))
         );
         for c in &published.changes {
             outln!("  {}", c.summary().replace('\n', "\n  "));

@@ -10,7 +10,7 @@ mod publish;
 mod registry;
 mod subscribe;
 
-pub use publish::{history, read_topic, Published, Publisher, Record, Release};
+pub use publish::{history, read_topic, Landed, Published, Publisher, Record, Release};
 pub use registry::{Installed, Offer, Registry, Served, Source};
 pub use subscribe::Subscriber;
 

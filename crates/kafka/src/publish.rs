@@ -50,6 +50,22 @@ pub struct Published {
     pub recovered: bool,
     /// The semantic diff from the version it replaces (empty when unchanged).
     pub changes: Vec<Change>,
+    /// Where the module record landed, when this call produced one.
+    pub record: Option<Landed>,
+}
+
+/// Where a produced module record landed, and how far the publisher read back after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landed {
+    /// Partition of the modules topic.
+    pub partition: i32,
+    /// Offset of the record.
+    pub offset: i64,
+    /// The offset (exclusive) up to which the partition was read back after the record was
+    /// acknowledged: another record of the same version below it would have been reported as
+    /// a lost race; one at or above it landed too late for this publisher to see (hosts still
+    /// agree: they serve the later record).
+    pub read_through: i64,
 }
 
 /// A module to publish, with what the audit trail records about it.
@@ -269,7 +285,7 @@ impl Publisher {
         })
     }
 
-    async fn produce(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), KafkaError> {
+    async fn produce(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(i32, i64), KafkaError> {
         let version = envelope.version.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header {
@@ -294,16 +310,17 @@ impl Publisher {
         key: &str,
         bytes: &[u8],
         headers: OwnedHeaders,
-    ) -> Result<(), KafkaError> {
+    ) -> Result<(i32, i64), KafkaError> {
         let record = FutureRecord::to(topic)
             .key(key)
             .payload(bytes)
             .headers(headers);
-        self.producer
+        let delivery = self
+            .producer
             .send(record, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| KafkaError::from(e))?;
-        Ok(())
+        Ok((delivery.partition, delivery.offset))
     }
 
     /// Creates the audit topic if it does not exist: one partition (one total order for the
@@ -488,21 +505,23 @@ impl Publisher {
             reason: release.reason.as_deref(),
             change: release.change.as_deref(),
         };
-        let outcome = |position: Position, new_epoch, recovered, unchanged, changes| Published {
-            ruleset: ruleset.clone(),
-            version: position.version,
-            epoch: position.epoch,
-            new_epoch,
-            sha256: sha256.clone(),
-            unchanged,
-            recovered,
-            changes,
-            untrusted_newer: untrusted_newer.clone(),
-            ignored: ignored.clone(),
-        };
+        let outcome =
+            |position: Position, new_epoch, recovered, unchanged, changes, record| Published {
+                ruleset: ruleset.clone(),
+                version: position.version,
+                epoch: position.epoch,
+                new_epoch,
+                sha256: sha256.clone(),
+                unchanged,
+                recovered,
+                changes,
+                untrusted_newer: untrusted_newer.clone(),
+                ignored: ignored.clone(),
+                record,
+            };
         let (draft, changes, new_epoch) = match plan(request, &history, &records)? {
             Plan::Unchanged { position } => {
-                return Ok(outcome(position, false, false, true, Vec::new()))
+                return Ok(outcome(position, false, false, true, Vec::new(), None))
             }
             Plan::Complete(envelope) => {
                 if envelope.module.len() > MAX_ENVELOPE_BYTES {
@@ -512,11 +531,23 @@ impl Publisher {
                     }
                     .into());
                 }
-                self.produce(&envelope, &envelope.encode()).await?;
+                let (partition, offset) = self.produce(&envelope, &envelope.encode()).await?;
                 let changes =
                     decode_changes(envelope.changes.as_deref().map_or(&[][..], |c| &c[..]))
                         .unwrap_or_default();
-                return Ok(outcome(envelope.position(), false, true, false, changes));
+                let record = Landed {
+                    partition,
+                    offset,
+                    read_through: offset + 1,
+                };
+                return Ok(outcome(
+                    envelope.position(),
+                    false,
+                    true,
+                    false,
+                    changes,
+                    Some(record),
+                ));
             }
             Plan::Next {
                 draft,
@@ -554,12 +585,23 @@ impl Publisher {
         if std::env::var("FLAGFORGE_FAULT").as_deref() == Ok("crash-after-audit") {
             std::process::abort();
         }
-        self.produce(&envelope, &bytes).await?;
+        let (partition, offset) = self.produce(&envelope, &bytes).await?;
         // Two publishers may have picked the same version; the later record wins on every host
         // (flagforge-distribution's ordering rule). Read back: if a later record took this
         // version, say so. (If it lands after this read, this publish still reports success:
         // without compare-and-set on the topic no publisher can know. Hosts agree either way.)
-        if let Some(winner) = tokio::task::block_in_place(|| self.latest(&ruleset))? {
+        let (winner, read_through) = tokio::task::block_in_place(|| {
+            let mut view = self.view.lock().map_err(|_| poisoned())?;
+            view.catch_up(&self.config)?;
+            let read_through = view.next.get(&partition).copied().unwrap_or(offset + 1);
+            Ok::<_, KafkaError>((view.ledger.history(&ruleset).latest, read_through))
+        })?;
+        let record = Landed {
+            partition,
+            offset,
+            read_through,
+        };
+        if let Some(winner) = winner {
             if winner.position() == envelope.position() && winner.sha256 != envelope.sha256 {
                 return Err(ReleaseError::LostRace {
                     ruleset,
@@ -575,6 +617,7 @@ impl Publisher {
             false,
             false,
             changes,
+            Some(record),
         ))
     }
 }

@@ -249,11 +249,14 @@ async fn racing_publishers_leave_every_host_on_the_same_version() {
     let b = Arc::new(Publisher::new(config.clone()).unwrap());
     let signer = Arc::new(key);
     let (mut lost, mut undetected, mut contested) = (0, 0, 0);
-    for round in 0..3 {
+    // Enough rounds that a publisher which stopped reporting visible losses is caught: in
+    // about half of the contested rounds the loser reads the winner's record back.
+    const ROUNDS: u8 = 8;
+    for round in 0..ROUNDS {
         let ma = checkout_module(round % 2 == 0);
         let mut mb = checkout_module(round % 2 == 1);
         // Make B's module differ from A's even when the rules are the same: a custom section.
-        mb.extend_from_slice(&[0, 5, 3, b'r', b'a', b'c', round as u8]);
+        mb.extend_from_slice(&[0, 5, 3, b'r', b'a', b'c', round]);
         let (pa, ka) = (Arc::clone(&a), Arc::clone(&signer));
         let ta = tokio::spawn(async move {
             pa.publish("checkout", ma, &ka, now(), Some("A".into()), None)
@@ -281,6 +284,18 @@ async fn racing_publishers_leave_every_host_on_the_same_version() {
             continue;
         }
         contested += 1;
+        // The winner's record: where the module every host serves landed.
+        let winner = [&ra, &rb]
+            .iter()
+            .find_map(|r| {
+                r.as_ref()
+                    .ok()
+                    .filter(|p| p.sha256 == served.sha256)
+                    .and_then(|p| p.record)
+            })
+            .unwrap_or_else(|| {
+                panic!("round {round}: the served module's publish reported no record")
+            });
         for r in [&ra, &rb] {
             match r {
                 // A reported loss names the module every host serves.
@@ -288,10 +303,26 @@ async fn racing_publishers_leave_every_host_on_the_same_version() {
                     assert_eq!(*sha256, served.sha256, "round {round}");
                     lost += 1;
                 }
-                // A reported success either is served, or lost without noticing (the winner's
-                // record landed after its read-back: documented, undetectable without
-                // compare-and-set on the topic).
-                Ok(p) if p.sha256 != served.sha256 => undetected += 1,
+                // A reported success either is served, or lost without noticing — and only
+                // when the winner's record landed beyond what the loser read back after its
+                // own (undetectable without compare-and-set on the topic; documented).
+                Ok(p) if p.sha256 != served.sha256 => {
+                    let mine = p
+                        .record
+                        .unwrap_or_else(|| panic!("round {round}: no record"));
+                    assert_eq!(mine.partition, winner.partition, "round {round}");
+                    assert!(
+                        mine.offset < winner.offset,
+                        "round {round}: the later record wins"
+                    );
+                    assert!(
+                        winner.offset >= mine.read_through,
+                        "round {round}: the winner's record (offset {}) was read back (through {}) and the loss not reported",
+                        winner.offset,
+                        mine.read_through
+                    );
+                    undetected += 1;
+                }
                 _ => {}
             }
         }
@@ -326,7 +357,7 @@ async fn racing_publishers_leave_every_host_on_the_same_version() {
     })
     .await;
     eprintln!(
-        "racing publishers: {contested} contested round(s) of 3, {lost} loss(es) reported, {undetected} undetected; converged on v{}",
+        "racing publishers: {contested} contested round(s) of {ROUNDS}, {lost} loss(es) reported, {undetected} undetected; converged on v{}",
         target.version
     );
 }
