@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use flagforge_distribution::{Envelope, KeyPair, Position, TrustedKeys};
 use flagforge_governance::audit::{link, without_module, AuditRecord, AUDIT_FORMAT};
 use flagforge_governance::release::{
-    plan, seal, verified_audit, Ledger, Plan, ReleaseError, Request,
+    plan, seal, verified_audit, History, Ledger, Plan, ReleaseError, Request,
 };
 use flagforge_governance::{decode_changes, Approval, Change, Trust};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -262,6 +262,50 @@ impl TopicView {
     }
 }
 
+/// What a release is planned from: the verified history of the ruleset and the verified
+/// audit records, with what was ignored on the way.
+struct Survey {
+    history: History,
+    ignored: BTreeMap<String, u64>,
+    untrusted_newer: Option<(String, Position)>,
+    audit: Vec<(Vec<u8>, AuditRecord)>,
+}
+
+/// How long an audit record above the modules topic may be another publisher's release in
+/// flight (its module write follows within milliseconds) before it counts as interrupted.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
+
+impl Publisher {
+    /// Reads both topics up to their ends now (blocking) and keeps what verifies.
+    fn survey(&self, ruleset: &str) -> Result<Survey, KafkaError> {
+        let (history, ignored, untrusted_newer, trusted) = {
+            let mut view = self.view.lock().map_err(|_| poisoned())?;
+            view.catch_up(&self.config)?;
+            let l = &view.ledger;
+            (
+                l.history(ruleset),
+                l.ignored()
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect::<BTreeMap<_, _>>(),
+                l.untrusted_newer(ruleset).map(|(k, at)| (k.to_owned(), at)),
+                l.trusted().clone(),
+            )
+        };
+        let raw: Vec<Vec<u8>> = read_topic(&self.config, AUDIT_TOPIC)?
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        let (audit, _) = verified_audit(&raw, &trusted);
+        Ok(Survey {
+            history,
+            ignored,
+            untrusted_newer,
+            audit,
+        })
+    }
+}
+
 impl Publisher {
     /// Connects a producer (idempotent, acks=all).
     pub fn new(config: KafkaConfig) -> Result<Publisher, KafkaError> {
@@ -473,38 +517,36 @@ impl Publisher {
         self.ensure_audit_topic().await?;
         let ruleset = release.ruleset.clone();
         // Reading the topics blocks; keep it off the async workers.
-        let (history, ignored, untrusted_newer, trusted) = tokio::task::block_in_place(|| {
-            let mut view = self.view.lock().map_err(|_| poisoned())?;
-            view.catch_up(&self.config)?;
-            let l = &view.ledger;
-            Ok::<_, KafkaError>((
-                l.history(&ruleset),
-                l.ignored()
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), *v))
-                    .collect::<BTreeMap<_, _>>(),
-                l.untrusted_newer(&ruleset)
-                    .map(|(k, at)| (k.to_owned(), at)),
-                l.trusted().clone(),
-            ))
-        })?;
-        let raw: Vec<Vec<u8>> =
-            tokio::task::block_in_place(|| read_topic(&self.config, AUDIT_TOPIC))?
-                .into_iter()
-                .map(|r| r.value)
-                .collect();
-        let (audit, _) = verified_audit(&raw, &trusted);
-        let records: Vec<AuditRecord> = audit.iter().map(|(_, r)| r.clone()).collect();
         let sha256 = hex::encode(Sha256::digest(&release.module));
-        let request = Request {
-            ruleset: &ruleset,
-            module: &release.module,
-            sha256: &sha256,
-            now_ms: now_ms(),
-            created_at: &release.created_at,
-            reason: release.reason.as_deref(),
-            change: release.change.as_deref(),
+        // A publish writes its audit record, then its module, milliseconds apart: an audit
+        // record above the modules topic may be another publisher's release in flight rather
+        // than an interrupted one. Read again for a moment before calling it interrupted.
+        let in_flight_until = Instant::now() + IN_FLIGHT_GRACE;
+        let (survey, planned) = loop {
+            let survey = tokio::task::block_in_place(|| self.survey(&ruleset))?;
+            let request = Request {
+                ruleset: &ruleset,
+                module: &release.module,
+                sha256: &sha256,
+                now_ms: now_ms(),
+                created_at: &release.created_at,
+                reason: release.reason.as_deref(),
+                change: release.change.as_deref(),
+            };
+            let records: Vec<AuditRecord> = survey.audit.iter().map(|(_, r)| r.clone()).collect();
+            match plan(request, &survey.history, &records) {
+                Err(ReleaseError::Interrupted { .. }) if Instant::now() < in_flight_until => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                planned => break (survey, planned?),
+            }
         };
+        let Survey {
+            history,
+            ignored,
+            untrusted_newer,
+            audit,
+        } = survey;
         let outcome =
             |position: Position, new_epoch, recovered, unchanged, changes, record| Published {
                 ruleset: ruleset.clone(),
@@ -519,7 +561,7 @@ impl Publisher {
                 ignored: ignored.clone(),
                 record,
             };
-        let (draft, changes, new_epoch) = match plan(request, &history, &records)? {
+        let (draft, changes, new_epoch) = match planned {
             Plan::Unchanged { position } => {
                 return Ok(outcome(position, false, false, true, Vec::new(), None))
             }
