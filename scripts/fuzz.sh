@@ -23,7 +23,6 @@ if [ ! -x "$cache/bin/cargo-fuzz" ]; then
   cargo install --quiet --locked cargo-fuzz --version 0.13.2 --root "$cache"
 fi
 export PATH="$cache/bin:$PATH"
-export RUSTC_BOOTSTRAP=1
 
 # Seeds: the rule files of the examples and the corpus, the checkout module, small contexts.
 seed() { mkdir -p "fuzz/corpus/$1"; }
@@ -36,6 +35,9 @@ if [ ! -s fuzz/corpus/module_bytes/checkout.wasm ]; then
   target/release/flagforge build rules-examples/checkout -o fuzz/corpus/module_bytes/checkout.wasm >/dev/null
 fi
 
+# Only cargo-fuzz's builds (in fuzz/target) see RUSTC_BOOTSTRAP: set for the main build above,
+# it would invalidate every artifact in target/.
+export RUSTC_BOOTSTRAP=1
 status=0
 for t in "${targets[@]}"; do
   echo "==> fuzz $t (${seconds}s)"
