@@ -389,6 +389,28 @@ fn daemon_config(
     }
 }
 
+/// A signing key and a snapshot directory holding checkout v1 signed by it: a host started on
+/// it serves without a broker.
+fn snapshot_of_checkout_v1() -> (KeyPair, tempfile::TempDir) {
+    let key = KeyPair::generate().unwrap();
+    let snapshots = tempfile::tempdir().unwrap();
+    let env = flagforge_distribution::Envelope::sign(
+        flagforge_distribution::Draft {
+            ruleset: "checkout".into(),
+            version: 1,
+            module: checkout_module(false),
+            created_at: "2026-11-28T10:00:00Z".into(),
+            ..flagforge_distribution::Draft::default()
+        },
+        &key,
+    );
+    flagforge_distribution::SnapshotDir::open(snapshots.path())
+        .unwrap()
+        .store(&env)
+        .unwrap();
+    (key, snapshots)
+}
+
 fn readyz(base: &str) -> Value {
     json(&call("GET", &format!("{base}/readyz"), None, None))
 }
@@ -483,22 +505,7 @@ fn a_broker_that_comes_back_empty_under_load_neither_crashes_nor_silences_the_ho
 #[test]
 fn a_host_that_never_reached_its_broker_reports_stale() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let key = KeyPair::generate().unwrap();
-    let snapshots = tempfile::tempdir().unwrap();
-    let env = flagforge_distribution::Envelope::sign(
-        flagforge_distribution::Draft {
-            ruleset: "checkout".into(),
-            version: 1,
-            module: checkout_module(false),
-            created_at: "2026-11-28T10:00:00Z".into(),
-            ..flagforge_distribution::Draft::default()
-        },
-        &key,
-    );
-    flagforge_distribution::SnapshotDir::open(snapshots.path())
-        .unwrap()
-        .store(&env)
-        .unwrap();
+    let (key, snapshots) = snapshot_of_checkout_v1();
     // Nothing listens on this port.
     let nowhere = format!("127.0.0.1:{}", flagforge_testkit::free_port());
     let running = rt
@@ -535,22 +542,7 @@ fn idle_slow_and_oversized_connections_are_closed_while_normal_requests_are_answ
     use std::io::{Read, Write};
     use std::net::TcpStream;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let key = KeyPair::generate().unwrap();
-    let snapshots = tempfile::tempdir().unwrap();
-    let env = flagforge_distribution::Envelope::sign(
-        flagforge_distribution::Draft {
-            ruleset: "checkout".into(),
-            version: 1,
-            module: checkout_module(false),
-            created_at: "2026-11-28T10:00:00Z".into(),
-            ..flagforge_distribution::Draft::default()
-        },
-        &key,
-    );
-    flagforge_distribution::SnapshotDir::open(snapshots.path())
-        .unwrap()
-        .store(&env)
-        .unwrap();
+    let (key, snapshots) = snapshot_of_checkout_v1();
     let mut config = daemon_config(None, TrustedKeys::new([key.public()]), snapshots.path());
     config.http = HttpLimits {
         max_connections: 40,
