@@ -898,6 +898,7 @@ fn manifest_json(m: &Manifest, sha256: &str, size: usize) -> Json {
         "size": size,
         "abi_version": m.abi_version,
         "compiler": m.compiler,
+        "targeting_key": m.targeting_key,
         "context": m.context.iter().map(|a| (a.name.clone(), Json::String(a.ty.clone()))).collect::<JsonMap<_, _>>(),
         "flags": flags,
     })

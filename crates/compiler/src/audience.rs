@@ -199,5 +199,6 @@ pub fn restrict(ir: &RulesetIr, audience: &str) -> Result<RulesetIr, AudienceErr
         semvers: keep_or(&ir.semvers, &used.semvers, "0.0.0"),
         segments,
         flags,
+        targeting: ir.targeting,
     })
 }

@@ -26,9 +26,11 @@ pub struct SourceFile {
 pub(crate) struct Compiler<'f> {
     files: &'f [SourceFile],
     pub diags: Vec<Diagnostic>,
+    /// The ruleset's targeting key attribute: what a rollout without `by:` buckets by.
+    targeting: String,
 }
 
-const TOP_KEYS: &[&str] = &["ruleset", "context", "segments", "flags"];
+const TOP_KEYS: &[&str] = &["ruleset", "targeting_key", "context", "segments", "flags"];
 const FLAG_KEYS: &[&str] = &[
     "key",
     "kind",
@@ -63,6 +65,7 @@ impl<'f> Compiler<'f> {
         Compiler {
             files,
             diags: Vec::new(),
+            targeting: flagforge_protocol::TARGETING_KEY.to_owned(),
         }
     }
 
@@ -202,6 +205,7 @@ impl<'f> Compiler<'f> {
         let mut schema: BTreeMap<String, (Ty, Span)> = BTreeMap::new();
         let mut seg_nodes: Vec<(String, Span, &MarkedMappingNode)> = Vec::new();
         let mut flag_nodes: Vec<&MarkedMappingNode> = Vec::new();
+        let mut targeting: Option<(String, Span)> = None;
 
         for doc in docs {
             let Some(map) = doc.as_mapping() else {
@@ -222,6 +226,18 @@ impl<'f> Compiler<'f> {
                             }
                             name = Some((n.to_owned(), *span));
                         }
+                    }
+                }
+            }
+            if map.get_node("targeting_key").is_some() {
+                if let Some((t, span)) = self.required(map, "targeting_key", "a rule file") {
+                    match &targeting {
+                        Some((first, _)) if first != t => self.error(
+                            span,
+                            format!("all files of a ruleset must name the same `targeting_key`: `{first}` and `{t}`"),
+                        ),
+                        Some(_) => {}
+                        None => targeting = Some((t.to_owned(), *span)),
                     }
                 }
             }
@@ -305,6 +321,42 @@ impl<'f> Compiler<'f> {
             }
         }
         let (name, _) = name?;
+
+        // The targeting key: `targetingKey` itself by default (declared `string` if the
+        // schema does not declare it), or a declared string attribute it stands for.
+        let tk = flagforge_protocol::TARGETING_KEY;
+        match &targeting {
+            None => {
+                schema
+                    .entry(tk.to_owned())
+                    .or_insert((Ty::String, Span::new_blank()));
+            }
+            Some((t, span)) if t == tk => {
+                schema.entry(tk.to_owned()).or_insert((Ty::String, *span));
+            }
+            Some((t, span)) => {
+                match schema.get(t.as_str()) {
+                    Some((Ty::String, _)) => {}
+                    Some((ty, _)) => self.error(
+                        span,
+                        format!("the targeting key `{t}` must be a string attribute (OpenFeature's `targetingKey` is a string), but it is declared {}", ty.name()),
+                    ),
+                    None => self.error(
+                        span,
+                        format!("unknown attribute `{t}`; declare the targeting key under `context`, e.g. `{t}: string`"),
+                    ),
+                }
+                if let Some((_, at)) = schema.get(tk) {
+                    self.error(
+                        at,
+                        format!("`{tk}` is OpenFeature's targeting key; with `targeting_key: {t}` it stands for `{t}` and cannot be declared as well"),
+                    );
+                }
+            }
+        }
+        if let Some((t, _)) = &targeting {
+            self.targeting.clone_from(t);
+        }
 
         // Schema: sorted by name, slot = position.
         let schema_ir: Vec<AttrIr> = schema
@@ -402,6 +454,15 @@ impl<'f> Compiler<'f> {
         if !self.diags.is_empty() {
             return None;
         }
+        // A flag reading the aliased attribute also reads `targetingKey`: hosts send it.
+        if self.targeting != tk {
+            for d in &mut drafts {
+                if d.ir.reads.contains(&self.targeting) && !d.ir.reads.iter().any(|r| r == tk) {
+                    d.ir.reads.push(tk.to_owned());
+                    d.ir.reads.sort();
+                }
+            }
+        }
         Some(RulesetIr {
             format: IR_FORMAT,
             name,
@@ -412,6 +473,9 @@ impl<'f> Compiler<'f> {
             semvers: tables.semvers,
             segments: segment_ir,
             flags: drafts.into_iter().map(|d| d.ir).collect(),
+            targeting: (self.targeting != tk)
+                .then(|| attrs.get(&self.targeting).map(|(slot, _)| *slot))
+                .flatten(),
         })
     }
 
@@ -994,7 +1058,12 @@ impl<'f> Compiler<'f> {
                     self.error(ro.span(), "rollout weights add up to more than 4294967295");
                     return None;
                 }
-                let (by, by_span) = self.required(rm, "by", &what)?;
+                // Without `by:`, the ruleset's targeting key.
+                let targeting = self.targeting.clone();
+                let (by, by_span) = match rm.get_node("by") {
+                    Some(_) => self.required(rm, "by", &what)?,
+                    None => (targeting.as_str(), ro.span()),
+                };
                 let slot = match attrs.get(by) {
                     Some((slot, Ty::String | Ty::Int)) => *slot,
                     Some((_, ty)) => {

@@ -108,7 +108,11 @@ impl<'a> Slots<'a> {
     pub(crate) fn get(&self, i: usize) -> Option<&Slot<'a>> {
         match self {
             Slots::Dense(v) => v.get(i),
-            Slots::Sparse(v) => v.iter().find(|(k, _)| *k as usize == i).map(|(_, s)| s),
+            Slots::Sparse(v) => v
+                .iter()
+                .rev()
+                .find(|(k, _)| *k as usize == i)
+                .map(|(_, s)| s),
         }
     }
 
@@ -122,6 +126,11 @@ impl<'a> Slots<'a> {
         }
     }
 
+    /// Whether slot `i` holds a value (neither unset nor null).
+    pub(crate) fn is_set(&self, i: usize) -> bool {
+        !matches!(self.get(i), None | Some(Slot::Missing))
+    }
+
     /// Sets slot `i`.
     #[inline(never)]
     pub(crate) fn set(&mut self, i: usize, slot: Slot<'a>) {
@@ -131,22 +140,43 @@ impl<'a> Slots<'a> {
                     *s = slot;
                 }
             }
-            // Each slot is set at most once: the context path visits each needed index once,
-            // and the bytes path refuses duplicate keys before setting.
+            // A slot is set twice only when `targetingKey` came before the attribute it
+            // stands for: `get` reads the last entry, so the attribute wins.
             Slots::Sparse(v) => v.push((i as u32, slot)),
         }
     }
 }
 
 /// Binds a context value (the native path); only slots set in `needs` (all when `None`).
-pub(crate) fn bind<'a>(schema: &[AttrIr], ctx: &'a Context, needs: Option<&Needs>) -> Slots<'a> {
+/// `alias` is the slot OpenFeature's `targetingKey` fills when the context leaves it unset.
+pub(crate) fn bind<'a>(
+    schema: &[AttrIr],
+    alias: Option<usize>,
+    ctx: &'a Context,
+    needs: Option<&Needs>,
+) -> Slots<'a> {
     let mut slots = Slots::new(schema.len(), needs);
     for (i, attr) in schema.iter().enumerate() {
         if !wanted(needs, i) {
             continue;
         }
         if let Some(v) = ctx.get(&attr.name) {
-            slots.set(i, convert(attr, scalar_of(v)));
+            if !matches!(v, Value::Null) {
+                slots.set(i, convert(attr, scalar_of(v)));
+            }
+        }
+    }
+    // OpenFeature's `targetingKey` binds the attribute it stands for if the context left it
+    // unset (the same rule as the bytes path in `wire.rs`).
+    if let (Some(i), Some(v)) = (alias, ctx.get(flagforge_protocol::TARGETING_KEY)) {
+        if let Some(attr) = schema
+            .get(i)
+            .filter(|_| wanted(needs, i) && !slots.is_set(i))
+        {
+            let slot = convert(attr, scalar_of(v));
+            if !matches!(slot, Slot::Missing) {
+                slots.set(i, slot);
+            }
         }
     }
     slots

@@ -50,6 +50,9 @@ pub struct Ruleset {
     semvers: Vec<Version>,
     /// Flag indices sorted by key length, then key.
     order: Vec<u32>,
+    /// The slot `targetingKey` fills when the context leaves it unset (`targeting_key:` names
+    /// another attribute); `None` when the targeting key attribute is `targetingKey` itself.
+    alias: Option<usize>,
     /// Per flag: which schema slots its evaluation can read (its rules, segments, rollouts,
     /// schedule and prerequisites, transitively). Only those are bound for a one-flag call.
     needs: Vec<Needs>,
@@ -151,6 +154,7 @@ impl Ruleset {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let alias = ir.targeting.map(|slot| slot as usize);
         let mut order: Vec<u32> = (0..ir.flags.len() as u32).collect();
         order.sort_by(|&a, &b| short_first(key_of(&ir, a), key_of(&ir, b)));
         let mut rules = Ruleset {
@@ -158,6 +162,7 @@ impl Ruleset {
             regexes,
             semvers,
             order,
+            alias,
             needs: Vec::new(),
         };
         rules.check_indices()?;
@@ -195,6 +200,9 @@ impl Ruleset {
         };
         for s in &ir.segments {
             check_expr(&s.when)?;
+        }
+        if let Some(t) = ir.targeting {
+            dangling("attribute", t, ir.schema.len())?;
         }
         for f in &ir.flags {
             let nv = f.variants.len();
@@ -325,6 +333,13 @@ impl Ruleset {
                 })
                 .collect(),
             flags: ir.flags.iter().map(|f| flag_info(ir, f)).collect(),
+            targeting_key: ir
+                .targeting
+                .and_then(|slot| ir.schema.get(slot as usize))
+                .map_or_else(
+                    || flagforge_protocol::TARGETING_KEY.to_owned(),
+                    |a| a.name.clone(),
+                ),
         }
     }
 
@@ -342,14 +357,14 @@ impl Ruleset {
         let Some(index) = self.find(key) else {
             return self.not_found(key);
         };
-        let slots = bind(&self.ir.schema, ctx, self.needs.get(index));
+        let slots = bind(&self.ir.schema, self.alias, ctx, self.needs.get(index));
         self.resolution(&self.decision(index, &slots, opts))
     }
 
     /// Evaluates every flag, in declaration order.
     #[must_use]
     pub fn evaluate_all(&self, ctx: &Context, opts: Options) -> Vec<Resolution> {
-        let slots = bind(&self.ir.schema, ctx, None);
+        let slots = bind(&self.ir.schema, self.alias, ctx, None);
         (0..self.ir.flags.len())
             .map(|i| self.resolution(&self.decision(i, &slots, opts)))
             .collect()
@@ -375,7 +390,7 @@ impl Ruleset {
         };
         let mut out = Vec::with_capacity(128);
         let needs = self.needs.get(index);
-        let decision = match bind_bytes(&self.ir.schema, ctx, needs) {
+        let decision = match bind_bytes(&self.ir.schema, self.alias, ctx, needs) {
             Ok(slots) => self.decision(index, &slots, opts),
             Err(e) => self.parse_failure(index, &e.0),
         };
@@ -390,7 +405,7 @@ impl Ruleset {
         let n = self.ir.flags.len();
         let mut out = Vec::with_capacity(64 * n + 8);
         let _ = rmp::encode::write_array_len(&mut out, n as u32);
-        match bind_bytes(&self.ir.schema, ctx, None) {
+        match bind_bytes(&self.ir.schema, self.alias, ctx, None) {
             Ok(slots) => (0..n).for_each(|i| self.write(&self.decision(i, &slots, opts), &mut out)),
             Err(e) => (0..n).for_each(|i| self.write(&self.parse_failure(i, &e.0), &mut out)),
         }
@@ -485,7 +500,7 @@ impl Ruleset {
             error_message: d.outcome.as_ref().err().map(|e| e.message.as_str()),
             explain: explain.as_ref(),
         };
-        let _ = r.serialize(&mut rmp_serde::Serializer::new(out).with_struct_map());
+        let _ = rmp_serde::encode::write_named(out, &r);
     }
 
     /// Returns (reason, variant index, deciding rule).
@@ -1085,5 +1100,76 @@ mod tests {
         let r: Resolution = flagforge_protocol::decode(&out).unwrap();
         assert_eq!(r.error_code, Some(ErrorCode::ParseError));
         assert_eq!(r.variant.as_deref(), Some("off"));
+    }
+
+    /// A map of string pairs in the given (possibly non-canonical) key order.
+    fn string_map(pairs: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmp::encode::write_map_len(&mut out, pairs.len() as u32).unwrap();
+        for (k, v) in pairs {
+            rmp::encode::write_str(&mut out, k).unwrap();
+            match v {
+                Some(v) => rmp::encode::write_str(&mut out, v).unwrap(),
+                None => rmp::encode::write_nil(&mut out).unwrap(),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn targeting_key_fills_its_attribute_only_when_the_context_leaves_it_unset() {
+        // `market` stands for `targetingKey`; with 40 more attributes the binding is sparse.
+        for extra in [0, 40] {
+            let mut ir = RulesetIr::example();
+            ir.targeting = Some(0);
+            for i in 0..extra {
+                ir.schema.push(crate::ir::AttrIr {
+                    name: format!("z{i:02}"),
+                    ty: crate::ir::Ty::String,
+                });
+            }
+            let rules = Ruleset::from_ir(ir).unwrap();
+            assert_eq!(rules.manifest().targeting_key, "market");
+            let variant = |pairs: &[(&str, Option<&str>)]| {
+                let bytes = string_map(pairs);
+                let r: Resolution =
+                    flagforge_protocol::decode(&rules.evaluate_encoded(b"NewCheckout", &bytes, 0))
+                        .unwrap();
+                let all: Vec<Resolution> =
+                    flagforge_protocol::decode(&rules.evaluate_all_encoded(&bytes, 0)).unwrap();
+                assert_eq!(all[0], r, "{pairs:?}");
+                // The native path agrees.
+                let ctx: Context = pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.map_or(Value::Null, Value::from)))
+                    .collect();
+                assert_eq!(rules.evaluate("NewCheckout", &ctx, Options::default()), r);
+                r.variant.unwrap()
+            };
+            let tk = flagforge_protocol::TARGETING_KEY;
+            assert_eq!(variant(&[(tk, Some("FR"))]), "on", "alone ({extra})");
+            assert_eq!(variant(&[("market", Some("DE")), (tk, Some("FR"))]), "off");
+            assert_eq!(
+                variant(&[(tk, Some("FR")), ("market", Some("DE"))]),
+                "off",
+                "after"
+            );
+            assert_eq!(
+                variant(&[(tk, Some("DE")), ("market", Some("FR"))]),
+                "on",
+                "after"
+            );
+            assert_eq!(variant(&[("market", None), (tk, Some("FR"))]), "on", "null");
+            assert_eq!(
+                variant(&[(tk, Some("FR")), ("market", None)]),
+                "on",
+                "null after"
+            );
+            let dup = string_map(&[(tk, Some("FR")), (tk, Some("FR"))]);
+            let r: Resolution =
+                flagforge_protocol::decode(&rules.evaluate_encoded(b"NewCheckout", &dup, 0))
+                    .unwrap();
+            assert_eq!(r.error_code, Some(ErrorCode::ParseError));
+        }
     }
 }

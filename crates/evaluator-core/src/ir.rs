@@ -10,7 +10,7 @@ use flagforge_protocol::{FlagKind, Lifecycle, Propagation, Value};
 use serde::{Deserialize, Serialize};
 
 /// Version of this model's encoding; bumped on any incompatible change.
-pub const IR_FORMAT: u32 = 1;
+pub const IR_FORMAT: u32 = 2;
 
 /// A compiled ruleset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +33,10 @@ pub struct RulesetIr {
     pub segments: Vec<SegmentIr>,
     /// Flags in declaration order.
     pub flags: Vec<FlagIr>,
+    /// The slot OpenFeature's `targetingKey` stands for when `targeting_key:` names a declared
+    /// attribute: a context leaving it unset (absent or null) binds it from `targetingKey`.
+    /// `None`: the targeting key is the attribute `targetingKey` itself.
+    pub targeting: Option<u32>,
 }
 
 /// A declared attribute.
@@ -464,6 +468,7 @@ impl RulesetIr {
                 propagation: Propagation::Eventual,
                 expose: Vec::new(),
             }],
+            targeting: None,
         }
     }
 }

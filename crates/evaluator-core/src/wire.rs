@@ -11,7 +11,7 @@ use flagforge_protocol::limits::MAX_DEPTH;
 use flagforge_protocol::value::MAX_SAFE_INTEGER;
 use rmp::Marker;
 
-use crate::bind::{convert, wanted, Needs, Scalar, Slots};
+use crate::bind::{convert, wanted, Needs, Scalar, Slot, Slots};
 use crate::ir::AttrIr;
 
 /// Why context bytes were refused.
@@ -258,6 +258,7 @@ fn float<'a>(f: f64) -> Result<Scalar<'a>, WireError> {
 /// when `None`); every other value is still checked, then dropped.
 pub(crate) fn bind_bytes<'a>(
     schema: &[AttrIr],
+    alias: Option<usize>,
     bytes: &'a [u8],
     needs: Option<&Needs>,
 ) -> Result<Slots<'a>, WireError> {
@@ -270,7 +271,7 @@ pub(crate) fn bind_bytes<'a>(
     let mut slots = Slots::new(schema.len(), needs);
     // With a large schema, find each key by binary search rather than walking the schema.
     let walk = schema.len() <= crate::bind::SPARSE_ABOVE;
-    let mut seen = Seen::new(schema.len());
+    let mut seen = Seen::new(schema.len() + 1);
     // Canonical contexts list keys in byte order, like the schema: walk both together, and
     // fall back to binary search if the input is not in order.
     let mut cursor = 0usize;
@@ -292,17 +293,28 @@ pub(crate) fn bind_bytes<'a>(
         } else {
             schema.binary_search_by(|a| a.name.as_bytes().cmp(key)).ok()
         };
+        // OpenFeature's `targetingKey` binds the attribute it stands for, unless the
+        // context sets that attribute itself (before or after it): one more `seen` bit.
+        let (index, aliased) = match (index, alias) {
+            (None, Some(a)) if key == flagforge_protocol::TARGETING_KEY.as_bytes() => {
+                (Some(a), true)
+            }
+            (index, _) => (index, false),
+        };
         let Some(i) = index else {
             r.skip(1)?;
             continue;
         };
-        if seen.insert(i) {
+        if seen.insert(if aliased { schema.len() } else { i }) {
             return err(format!("duplicate key `{}`", String::from_utf8_lossy(key)));
         }
-        if wanted(needs, i) {
+        if wanted(needs, i) && !(aliased && slots.is_set(i)) {
             let value = r.value(1)?;
             if let Some(attr) = schema.get(i) {
-                slots.set(i, convert(attr, value));
+                let slot = convert(attr, value);
+                if !matches!(slot, Slot::Missing) {
+                    slots.set(i, slot);
+                }
             }
         } else {
             r.skip(1)?;

@@ -15,6 +15,12 @@ pub mod resolution;
 pub mod time;
 pub mod value;
 
+/// The context key OpenFeature puts the subject's identifier in. A ruleset names the attribute
+/// it stands for (`targeting_key:`, default this name itself); the module binds that attribute
+/// from `targetingKey` when the context does not set it (absent or null), so an explicit
+/// attribute wins. Every host sends `targetingKey` with the attributes a flag reads.
+pub const TARGETING_KEY: &str = "targetingKey";
+
 pub use codec::{decode, encode, CodecError};
 pub use manifest::{AttrDecl, FlagInfo, FlagKind, Lifecycle, Manifest, Propagation, VariantInfo};
 pub use resolution::{ErrorCode, Explanation, Reason, Resolution, Step};

@@ -210,6 +210,13 @@ pub struct Manifest {
     pub context: Vec<AttrDecl>,
     /// Flags in declaration order.
     pub flags: Vec<FlagInfo>,
+    /// The attribute OpenFeature's `targetingKey` stands for (see [`crate::TARGETING_KEY`]).
+    #[serde(default = "default_targeting_key")]
+    pub targeting_key: String,
+}
+
+fn default_targeting_key() -> String {
+    crate::TARGETING_KEY.to_owned()
 }
 
 impl Manifest {

@@ -226,6 +226,7 @@ impl LoadedModule {
                 compiler: String::new(),
                 context: vec![],
                 flags: vec![],
+                targeting_key: flagforge_protocol::TARGETING_KEY.into(),
             },
             sha256,
             compiled_from: source,

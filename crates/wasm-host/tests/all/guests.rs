@@ -51,6 +51,7 @@ pub fn manifest(abi_version: u32) -> Manifest {
             .into_iter()
             .map(flag)
             .collect(),
+        targeting_key: flagforge_protocol::TARGETING_KEY.into(),
     }
 }
 
