@@ -125,6 +125,7 @@ fn main() {
             listen: "127.0.0.1:0".parse().unwrap(),
             rulesets: vec!["checkout".into()],
             cors_origin: None,
+            ofrep_errors: flagforge_daemon::OfrepErrors::Spec,
             decision_keys: TrustedKeys::default(),
             compiled_cache: false,
             trust: None,

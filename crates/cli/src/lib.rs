@@ -284,11 +284,16 @@ enum Command {
         /// Rulesets this host must serve before it reports ready (repeatable).
         #[arg(long = "ruleset")]
         rulesets: Vec<String>,
-        /// Let browser pages from this origin download modules and follow their events
-        /// (CORS), e.g. `https://shop.example` or `*`. Serve browser-audience modules only
-        /// from a host reachable by browsers.
+        /// Let browser pages from these origins call the host (CORS on OFREP, module
+        /// downloads and event streams), e.g. `https://shop.example`, a comma-separated list,
+        /// or `*`. Serve browser-audience modules only from a host reachable by browsers.
         #[arg(long)]
         cors_origin: Option<String>,
+        /// How OFREP answers a failed evaluation: `spec` (status 400/404/500 with a
+        /// top-level `errorCode`: SDKs run error hooks and return the caller's default) or
+        /// `fallback` (200 with the flag's `on_error` variant, the code in `metadata`).
+        #[arg(long, value_enum, default_value = "spec")]
+        ofrep_errors: OfrepErrorsArg,
         /// A trusted decider key: OFREP requests carrying a decision context (header
         /// `flagforge-decision`) signed by it get the carried answers (repeatable).
         #[arg(long = "decision-key")]
@@ -561,6 +566,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             rulesets,
             cors_origin,
+            ofrep_errors,
             decision_keys,
             settings,
             no_compiled_cache,
@@ -577,6 +583,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             rulesets,
             cors_origin,
+            ofrep_errors: match ofrep_errors {
+                OfrepErrorsArg::Spec => flagforge_daemon::OfrepErrors::Spec,
+                OfrepErrorsArg::Fallback => flagforge_daemon::OfrepErrors::Fallback,
+            },
             decision_keys: read_keys(&decision_keys)?,
             compiled_cache: !no_compiled_cache,
             trust: trust.as_deref().map(governance::read_trust).transpose()?,
@@ -594,6 +604,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `flagforge host --ofrep-errors`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OfrepErrorsArg {
+    /// Status and top-level `errorCode` as the OFREP specification defines.
+    Spec,
+    /// 200 with the flag's `on_error` variant; the code in `metadata`.
+    Fallback,
 }
 
 /// Refuses a module nobody could publish: above the envelope limit of `flagforge publish`.
@@ -938,32 +957,15 @@ pub fn eval(
     let module = load_module(module)?;
     let mut ctx = parse_context(context)?;
     with_now(module.manifest(), &mut ctx, now)?;
+    let float = |key: &str| module.manifest().flag(key).is_some_and(|f| f.float);
     Ok(match flag {
-        Some(key) => result_json(&module.evaluate(key, &ctx, explain))?,
-        None => {
-            let all = module.evaluate_all(&ctx, explain);
-            Json::Object(
-                all.iter()
-                    .map(|r| Ok((r.key.clone(), result_json(r)?)))
-                    .collect::<Result<_>>()?,
-            )
-        }
+        Some(key) => module.evaluate(key, &ctx, explain).to_json(float(key)),
+        None => Json::Object(
+            module
+                .evaluate_all(&ctx, explain)
+                .iter()
+                .map(|r| (r.key.clone(), r.to_json(float(&r.key))))
+                .collect(),
+        ),
     })
-}
-
-/// A result as users see it in JSON: OpenFeature's camelCase (`errorCode`, `errorMessage`),
-/// the same shape the JavaScript bindings return and OFREP uses.
-pub fn result_json(r: &flagforge_protocol::Resolution) -> Result<Json> {
-    let mut v = serde_json::to_value(r)?;
-    if let Json::Object(map) = &mut v {
-        for (from, to) in [
-            ("error_code", "errorCode"),
-            ("error_message", "errorMessage"),
-        ] {
-            if let Some(x) = map.remove(from) {
-                map.insert(to.to_owned(), x);
-            }
-        }
-    }
-    Ok(v)
 }

@@ -676,6 +676,7 @@ impl<'f> Compiler<'f> {
 
         // Variants: migration states, explicit variants, or the boolean shorthand.
         let mut states = Vec::new();
+        let mut floats = false;
         let variants: Vec<(String, Value)> = match (
             kind,
             m.get_node("states"),
@@ -705,7 +706,10 @@ impl<'f> Compiler<'f> {
                 self.error(st.span(), "`states` is only for migration flags");
                 vec![]
             }
-            (_, _, Some(vs)) => self.variants(vs),
+            (_, _, Some(vs)) => {
+                floats = written_as_float(vs);
+                self.variants(vs)
+            }
             (_, _, None) => vec![
                 ("on".into(), Value::Bool(true)),
                 ("off".into(), Value::Bool(false)),
@@ -903,6 +907,7 @@ impl<'f> Compiler<'f> {
                 reads: reads.into_iter().collect(),
                 propagation: propagation?,
                 expose,
+                floats,
             },
             key_span: *key_span,
             prereqs,
@@ -1181,6 +1186,23 @@ impl<'f> Compiler<'f> {
             ),
         })
     }
+}
+
+/// Whether a number variant is written as a float (`50.0`, `1e3`): the flag's numbers are
+/// then floats to OpenFeature (`getFloatValue`), even where the value is integral.
+fn written_as_float(variants: &Node) -> bool {
+    variants.as_mapping().is_some_and(|m| {
+        m.iter().any(|(_, v)| {
+            v.as_scalar().is_some_and(|s| {
+                s.may_coerce()
+                    && s.as_str().parse::<i64>().is_err()
+                    && matches!(
+                        scalar_value(s.as_str(), true),
+                        Some(Value::Int(_) | Value::Float(_))
+                    )
+            })
+        })
+    })
 }
 
 /// Types a plain YAML scalar: booleans, integers, floats, else a string. `None` for null.

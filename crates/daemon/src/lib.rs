@@ -53,9 +53,12 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// Rulesets this host must serve before it is ready (empty: any one).
     pub rulesets: Vec<String>,
-    /// Origin allowed to fetch modules and their events from a browser (CORS), e.g.
-    /// `https://shop.example` or `*`; `None` sends no CORS headers.
+    /// Origins allowed to call the host from a browser (CORS on every route: OFREP, modules,
+    /// events), e.g. `https://shop.example`, a comma-separated list, or `*`; `None` sends no
+    /// CORS headers.
     pub cors_origin: Option<String>,
+    /// How OFREP answers an evaluation that failed (see [`OfrepErrors`]).
+    pub ofrep_errors: OfrepErrors,
     /// Keys whose decision contexts (header `flagforge-decision`) are honoured.
     pub decision_keys: TrustedKeys,
     /// Keep compiled modules in `<snapshot_dir>/compiled` so a restart skips compilation
@@ -68,6 +71,20 @@ pub struct DaemonConfig {
     pub http: HttpLimits,
 }
 
+/// How OFREP answers an evaluation that failed (wrong-typed context, trap, budget).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OfrepErrors {
+    /// As the OFREP specification defines: status 400 (`PARSE_ERROR`, `TYPE_MISMATCH`,
+    /// `INVALID_CONTEXT`, `TARGETING_KEY_MISSING`), 404 (`FLAG_NOT_FOUND`) or 500 (`GENERAL`)
+    /// with a top-level `errorCode`, so OpenFeature SDKs run their error hooks and return the
+    /// caller's default. In bulk responses the flag's entry carries the `errorCode`.
+    #[default]
+    Spec,
+    /// Status 200 with the flag's `on_error` variant, `reason: ERROR`, and the error code in
+    /// `metadata`: every client gets the owner's fallback instead of its own default.
+    Fallback,
+}
+
 /// Shared state of the HTTP handlers.
 pub struct AppState {
     /// The served modules.
@@ -78,8 +95,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// When the daemon started.
     pub started: Instant,
-    /// `Access-Control-Allow-Origin` for the module routes.
-    pub cors_origin: Option<axum::http::HeaderValue>,
+    /// How OFREP answers failed evaluations.
+    pub ofrep_errors: OfrepErrors,
     /// Keys whose decision contexts are honoured (none: the header is ignored).
     pub decision_keys: TrustedKeys,
     /// Connection counters of the HTTP listener.
@@ -131,27 +148,25 @@ pub async fn start(config: DaemonConfig) -> Result<Running, DaemonError> {
         Some(kafka) => Some(Subscriber::start(kafka, Arc::clone(&registry)).map_err(setup)?),
         None => None,
     };
-    let state =
-        Arc::new(AppState {
-            registry,
-            rulesets: config.rulesets.clone(),
-            metrics: Metrics::new().map_err(setup)?,
-            started: Instant::now(),
-            decision_keys: config.decision_keys.clone(),
-            connections: Arc::new(ConnectionStats::default()),
-            idle_timeout: config.http.idle_timeout,
-            cors_origin: match &config.cors_origin {
-                Some(o) => Some(axum::http::HeaderValue::from_str(o).map_err(|_| {
-                    setup(format!("--cors-origin `{o}` is not a valid header value"))
-                })?),
-                None => None,
-            },
-        });
+    let state = Arc::new(AppState {
+        registry,
+        rulesets: config.rulesets.clone(),
+        metrics: Metrics::new().map_err(setup)?,
+        started: Instant::now(),
+        decision_keys: config.decision_keys.clone(),
+        connections: Arc::new(ConnectionStats::default()),
+        idle_timeout: config.http.idle_timeout,
+        ofrep_errors: config.ofrep_errors,
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| setup(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(setup)?;
-    let app = serve::limit(router(Arc::clone(&state)), &config.http);
+    let mut app = router(Arc::clone(&state));
+    if let Some(origins) = &config.cors_origin {
+        app = app.layer(routes::cors(origins).map_err(setup)?);
+    }
+    let app = serve::limit(app, &config.http);
     let server = tokio::spawn(serve::serve(
         listener,
         app,

@@ -12,29 +12,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flagforge_kafka::Served;
-use flagforge_protocol::{value::context_from_json, Context, Resolution};
+use flagforge_protocol::{value::context_from_json, Context, ErrorCode, Resolution};
 use serde_json::{json, Value as JsonValue};
 use sha2::{Digest, Sha256};
 
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::AppState;
+use crate::{AppState, OfrepErrors};
 
 type Shared = State<Arc<AppState>>;
+
+/// The OFREP event stream (ADR-0008): a `refetchEvaluation` message per new version.
+const OFREP_EVENTS: &str = "/ofrep/v1/events";
 
 /// The daemon's routes.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_one))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_bulk))
-        .route(
-            "/v1/modules/{ruleset}",
-            get(module_bytes).options(preflight),
-        )
-        .route(
-            "/v1/modules/{ruleset}/events",
-            get(module_events).options(preflight),
-        )
+        .route(OFREP_EVENTS, get(ofrep_events))
+        .route("/v1/modules/{ruleset}", get(module_bytes))
+        .route("/v1/modules/{ruleset}/events", get(module_events))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -100,18 +98,61 @@ fn with_now(served: &Served, ctx: &Context) -> Context {
     ctx
 }
 
-fn ofrep_success(r: &Resolution, ruleset: &str, served: &Served) -> JsonValue {
-    let mut metadata =
-        json!({ "ruleset": ruleset, "version": served.version, "sha256": served.sha256 });
+/// The flag's JSON as OFREP answers it; `Err` with the status when the evaluation failed and
+/// the host answers failures as the specification defines ([`OfrepErrors::Spec`]).
+fn ofrep_entry(
+    state: &AppState,
+    r: &Resolution,
+    served: &Served,
+    metadata: JsonValue,
+) -> Result<JsonValue, (StatusCode, JsonValue)> {
+    let float = served
+        .module
+        .manifest()
+        .flag(&r.key)
+        .is_some_and(|f| f.float);
+    let mut body = r.to_json(float);
+    let Some(fields) = body.as_object_mut() else {
+        return Ok(body);
+    };
+    let error_message = fields.remove("errorMessage").unwrap_or_default();
+    fields.remove("errorCode");
+    let mut metadata = metadata;
     if let Some(code) = r.error_code {
-        metadata["errorCode"] = serde_json::to_value(code).unwrap_or(JsonValue::Null);
-        metadata["errorDetails"] = JsonValue::String(r.error_message.clone().unwrap_or_default());
+        if state.ofrep_errors == OfrepErrors::Fallback {
+            metadata["errorCode"] = code.as_str().into();
+            metadata["errorDetails"] = error_message;
+        } else {
+            let status = match code {
+                ErrorCode::FlagNotFound => StatusCode::NOT_FOUND,
+                ErrorCode::General | ErrorCode::ProviderNotReady | ErrorCode::ProviderFatal => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let failure = json!({ "key": r.key, "errorCode": code.as_str(), "errorDetails": error_message, "metadata": metadata });
+            return Err((status, failure));
+        }
     }
-    let mut body = json!({ "key": r.key, "value": r.value.to_json(), "reason": r.reason.as_str(), "metadata": metadata });
-    if let Some(v) = &r.variant {
-        body["variant"] = JsonValue::String(v.clone());
+    fields.insert("metadata".into(), metadata);
+    Ok(body)
+}
+
+/// A single-flag OFREP response.
+fn ofrep_response(
+    state: &AppState,
+    r: &Resolution,
+    served: &Served,
+    metadata: JsonValue,
+) -> Response {
+    match ofrep_entry(state, r, served, metadata) {
+        Ok(body) => Json(body).into_response(),
+        Err((status, body)) => (status, Json(body)).into_response(),
     }
-    body
+}
+
+fn flag_metadata(ruleset: &str, served: &Served) -> JsonValue {
+    json!({ "ruleset": ruleset, "version": served.version, "sha256": served.sha256 })
 }
 
 /// The served rulesets in lookup order (the configured ones first, then any others by name),
@@ -122,12 +163,17 @@ fn lookup_order(
 ) -> Result<Vec<(String, Arc<Served>)>, Box<Response>> {
     let mut all = state.registry.all();
     if all.is_empty() {
-        return Err(Box::new(failure(
-            StatusCode::SERVICE_UNAVAILABLE,
+        // OFREP defines no "not ready" status; 500 with `PROVIDER_NOT_READY` is an error
+        // response every OFREP client parses (a 503 was reported as a malformed response).
+        let mut resp = failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
             key,
             "PROVIDER_NOT_READY",
             "no ruleset is loaded yet",
-        )));
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(Box::new(resp));
     }
     all.sort_by_key(|(name, _)| {
         state
@@ -195,13 +241,13 @@ async fn evaluate_one(
         };
         state.metrics.decision(outcome);
         state.metrics.evaluated(&resolved.resolution);
-        let mut body = ofrep_success(&resolved.resolution, &ruleset, &module);
-        body["metadata"]["decision"] = JsonValue::String(outcome.to_owned());
-        return Json(body).into_response();
+        let mut metadata = flag_metadata(&ruleset, &module);
+        metadata["decision"] = JsonValue::String(outcome.to_owned());
+        return ofrep_response(&state, &resolved.resolution, &module, metadata);
     }
     let r = module.module.evaluate(&key, &ctx, false);
     state.metrics.evaluated(&r);
-    Json(ofrep_success(&r, &ruleset, &module)).into_response()
+    ofrep_response(&state, &r, &module, flag_metadata(&ruleset, &module))
 }
 
 async fn evaluate_bulk(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
@@ -213,18 +259,36 @@ async fn evaluate_bulk(State(state): Shared, headers: HeaderMap, body: Bytes) ->
         Ok(s) => s,
         Err(resp) => return *resp,
     };
+    // Each flag's entry holds only what its answer depends on (per-flag metadata names the
+    // ruleset, not its version), so a client comparing entries sees exactly the flags whose
+    // answers changed; the versions are the flag set's metadata.
     let mut flags = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
+    let mut set_metadata = serde_json::Map::new();
     for (ruleset, module) in &served {
+        set_metadata.insert(format!("{ruleset}.version"), module.version.into());
+        set_metadata.insert(format!("{ruleset}.sha256"), module.sha256.clone().into());
         let ctx = with_now(module, &ctx);
         for r in module.module.evaluate_all(&ctx, false) {
             if seen.insert(r.key.clone()) {
                 state.metrics.evaluated(&r);
-                flags.push(ofrep_success(&r, ruleset, module));
+                let metadata = json!({ "ruleset": ruleset });
+                flags.push(match ofrep_entry(&state, &r, module, metadata) {
+                    Ok(entry) | Err((_, entry)) => entry,
+                });
             }
         }
     }
-    let body = json!({ "flags": flags }).to_string();
+    let body = json!({
+        "flags": flags,
+        "metadata": set_metadata,
+        "eventStreams": [{
+            "type": "sse",
+            "endpoint": { "requestUri": OFREP_EVENTS },
+            "inactivityDelaySec": 120,
+        }],
+    })
+    .to_string();
     let etag = format!(
         "\"{}\"",
         hex::encode(&Sha256::digest(body.as_bytes())[..16])
@@ -267,7 +331,7 @@ async fn module_bytes(
     if if_none_match(&headers, &etag) {
         let mut resp = (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
         resp.headers_mut().insert("x-flagforge-version", version);
-        return cors(&state, resp);
+        return resp;
     }
     let mut resp = (
         [
@@ -278,30 +342,40 @@ async fn module_bytes(
     )
         .into_response();
     resp.headers_mut().insert("x-flagforge-version", version);
-    cors(&state, resp)
-}
-
-/// Adds the CORS headers for the configured origin (`flagforge host --cors-origin`), so
-/// browser pages on another origin can download modules and follow their events.
-fn cors(state: &AppState, mut resp: Response) -> Response {
-    if let Some(origin) = &state.cors_origin {
-        let h = resp.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("etag, x-flagforge-version"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("if-none-match"),
-        );
-        h.insert(header::VARY, HeaderValue::from_static("origin"));
-    }
     resp
 }
 
-async fn preflight(State(state): Shared) -> Response {
-    cors(&state, StatusCode::NO_CONTENT.into_response())
+/// CORS for every route (OFREP, modules, events) with tower-http's layer: `origins` is `*` or
+/// a comma-separated list of origins. Preflights are answered by the layer.
+pub fn cors(origins: &str) -> Result<tower_http::cors::CorsLayer, String> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.trim() == "*" {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .split(',')
+            .map(|o| {
+                HeaderValue::from_str(o.trim())
+                    .map_err(|_| format!("--cors-origin `{o}` is not a valid origin"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("flagforge-decision"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-flagforge-version"),
+        ])
+        .max_age(Duration::from_secs(600)))
 }
 
 fn module_event(version: u64, sha256: &str) -> Event {
@@ -347,10 +421,56 @@ async fn module_events(State(state): Shared, Path(ruleset): Path<String>) -> Res
     // Keep-alive comments at most every half idle timeout, so the listener never closes an
     // event stream as idle.
     let every = (state.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(15));
-    let resp = Sse::new(stream)
+    Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(every))
-        .into_response();
-    cors(&state, resp)
+        .into_response()
+}
+
+/// The served versions as one tag: what an OFREP `refetchEvaluation` event carries.
+fn config_etag(state: &AppState) -> String {
+    let mut all = state.registry.all();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let joined: Vec<String> = all
+        .iter()
+        .map(|(n, s)| format!("{n}@{}:{}", s.version, s.sha256))
+        .collect();
+    format!(
+        "\"{}\"",
+        hex::encode(&Sha256::digest(joined.join(",").as_bytes())[..16])
+    )
+}
+
+fn refetch_event(state: &AppState) -> Event {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Event::default().data(
+        json!({ "type": "refetchEvaluation", "etag": config_etag(state), "lastModified": now_ms })
+            .to_string(),
+    )
+}
+
+/// The OFREP event stream advertised in bulk responses (`eventStreams`): a
+/// `refetchEvaluation` message each time any ruleset gets a new version, so web providers
+/// re-fetch without polling.
+async fn ofrep_events(State(state): Shared) -> Response {
+    let updates = state.registry.updates();
+    let stream = futures_util::stream::unfold(
+        (updates, Arc::clone(&state)),
+        |(mut updates, state)| async move {
+            match updates.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    let event = refetch_event(&state);
+                    Some((Ok::<_, Infallible>(event), (updates, state)))
+                }
+                Err(RecvError::Closed) => None,
+            }
+        },
+    );
+    let every = (state.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(15));
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(every))
+        .into_response()
 }
 
 async fn metrics(State(state): Shared) -> Response {

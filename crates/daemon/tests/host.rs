@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use flagforge_daemon::{start, DaemonConfig, HttpLimits};
+use flagforge_daemon::{start, DaemonConfig, HttpLimits, OfrepErrors};
 use flagforge_distribution::{KeyPair, TrustedKeys};
 use flagforge_kafka::{KafkaConfig, Publisher, MODULES_TOPIC};
 use flagforge_testkit::{checkout_module, Broker};
@@ -110,6 +110,7 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         listen: "127.0.0.1:0".parse().unwrap(),
         rulesets: vec!["checkout".into()],
         cors_origin: Some("*".into()),
+        ofrep_errors: OfrepErrors::Spec,
         decision_keys: TrustedKeys::new([decider.public()]),
         compiled_cache: true,
         trust: None,
@@ -147,19 +148,17 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         (bad.status, json(&bad)["errorCode"].as_str()),
         (400, Some("PARSE_ERROR"))
     );
-    // A wrong-typed attribute: the flag's failure policy answers, with the error in metadata.
+    // A wrong-typed attribute: an OFREP error response (see `ofrep_answers_as_the_spec_defines`).
     let typed = call(
         "POST",
         &format!("{base}/ofrep/v1/evaluate/flags/FraudEngineRoutingMode"),
         Some(r#"{"context":{"market":33}}"#),
         None,
     );
-    let t = json(&typed);
     assert_eq!(
-        (typed.status, t["reason"].as_str(), t["variant"].as_str()),
-        (200, Some("ERROR"), Some("engine_v2"))
+        (typed.status, json(&typed)["errorCode"].as_str()),
+        (400, Some("TYPE_MISMATCH"))
     );
-    assert_eq!(t["metadata"]["errorCode"], "TYPE_MISMATCH");
 
     // Bulk with ETag and 304.
     let bulk = call(
@@ -169,7 +168,7 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
         None,
     );
     assert_eq!(bulk.status, 200);
-    assert_eq!(json(&bulk)["flags"].as_array().unwrap().len(), 8);
+    assert_eq!(json(&bulk)["flags"].as_array().unwrap().len(), 9);
     let etag = bulk.etag.clone().unwrap();
     let again = call(
         "POST",
@@ -197,6 +196,8 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
     // CORS for browser pages (configured with `*` here).
     let pre = agent()
         .options(&format!("{base}/v1/modules/checkout"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "GET")
         .call()
         .unwrap();
     assert_eq!(
@@ -284,10 +285,12 @@ fn host_serves_ofrep_swaps_versions_survives_the_broker_and_restarts_from_snapsh
     assert_eq!(answer["reason"], "CACHED");
     assert_eq!(answer["metadata"]["decision"], "carried");
     let forged = with_decision(&carried.encode(&KeyPair::generate().unwrap()));
+    // A refused decision context fails the evaluation: an OFREP error response (with
+    // `--ofrep-errors fallback`, the flag's failure policy would answer).
     assert_eq!(
-        (forged["variant"].as_str(), forged["reason"].as_str()),
-        (Some("engine_v2"), Some("ERROR")),
-        "a refused context serves the flag's failure policy"
+        (forged["errorCode"].as_str(), forged.get("value")),
+        (Some("INVALID_CONTEXT"), None),
+        "{forged}"
     );
     assert_eq!(forged["metadata"]["decision"], "unknown_key");
     let metrics =
@@ -382,6 +385,7 @@ fn daemon_config(
         listen: "127.0.0.1:0".parse().unwrap(),
         rulesets: vec!["checkout".into()],
         cors_origin: None,
+        ofrep_errors: OfrepErrors::Spec,
         decision_keys: TrustedKeys::default(),
         compiled_cache: true,
         trust: None,
@@ -691,4 +695,154 @@ fn idle_slow_and_oversized_connections_are_closed_while_normal_requests_are_answ
         "{metrics}"
     );
     eprintln!("closed after: {waits:?}");
+}
+
+fn preflight(url: &str, origin: &str) -> (u16, Option<String>, Option<String>) {
+    let resp = agent()
+        .options(url)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .call()
+        .unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    (
+        resp.status().as_u16(),
+        header("access-control-allow-origin"),
+        header("access-control-allow-headers"),
+    )
+}
+
+#[test]
+fn ofrep_answers_as_the_spec_defines() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Nothing loaded yet: an OFREP error response (500, PROVIDER_NOT_READY), not a 503.
+    let empty = tempfile::tempdir().unwrap();
+    let mut config = daemon_config(None, TrustedKeys::default(), empty.path());
+    config.cors_origin = Some("https://shop.example, https://admin.example".into());
+    let running = rt.block_on(start(config)).unwrap();
+    let base = format!("http://{}", running.addr);
+    let one = format!("{base}/ofrep/v1/evaluate/flags/FreeShippingThreshold");
+    let not_ready = call("POST", &one, Some("{}"), None);
+    let v = json(&not_ready);
+    assert_eq!(
+        (not_ready.status, v["errorCode"].as_str(), v["key"].as_str()),
+        (
+            500,
+            Some("PROVIDER_NOT_READY"),
+            Some("FreeShippingThreshold")
+        )
+    );
+    let bulk = call(
+        "POST",
+        &format!("{base}/ofrep/v1/evaluate/flags"),
+        Some("{}"),
+        None,
+    );
+    assert_eq!(
+        (bulk.status, json(&bulk)["errorCode"].as_str()),
+        (500, Some("PROVIDER_NOT_READY"))
+    );
+    // CORS on the OFREP routes: preflight answered for listed origins only.
+    let (status, origin, headers) = preflight(&one, "https://admin.example");
+    assert_eq!(
+        (status, origin.as_deref()),
+        (200, Some("https://admin.example"))
+    );
+    assert!(headers.unwrap().contains("content-type"));
+    assert_eq!(preflight(&one, "https://evil.example").1, None);
+    drop(running);
+
+    for mode in [OfrepErrors::Spec, OfrepErrors::Fallback] {
+        let (key, snapshots) = snapshot_of_checkout_v1();
+        let mut config = daemon_config(None, TrustedKeys::new([key.public()]), snapshots.path());
+        config.ofrep_errors = mode;
+        let running = rt.block_on(start(config)).unwrap();
+        let base = format!("http://{}", running.addr);
+        let one = format!("{base}/ofrep/v1/evaluate/flags/FreeShippingThreshold");
+        // A float flag stays a float (50.0, not 50); targetingKey buckets like customer_id.
+        let r = call("POST", &one, Some(r#"{"context":{"market":"IT"}}"#), None);
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(text.contains(r#""value":50.0"#), "{text}");
+        let by_attr = json(&call(
+            "POST",
+            &one,
+            Some(r#"{"context":{"market":"DE","customer_id":"c-2001"}}"#),
+            None,
+        ));
+        let by_key = json(&call(
+            "POST",
+            &one,
+            Some(r#"{"context":{"market":"DE","targetingKey":"c-2001"}}"#),
+            None,
+        ));
+        assert_eq!(
+            (by_attr["variant"].as_str(), by_attr["value"].as_f64()),
+            (Some("reduced"), Some(25.0))
+        );
+        assert_eq!(by_attr["variant"], by_key["variant"]);
+        assert_eq!(by_attr["metadata"]["version"], 1);
+        // A wrong-typed context.
+        let typed = call(
+            "POST",
+            &one,
+            Some(r#"{"context":{"market":"DE","customer_id":7}}"#),
+            None,
+        );
+        let t = json(&typed);
+        match mode {
+            OfrepErrors::Spec => {
+                assert_eq!(
+                    (typed.status, t["errorCode"].as_str(), t.get("value")),
+                    (400, Some("TYPE_MISMATCH"), None)
+                );
+                assert!(t["errorDetails"].as_str().unwrap().contains("customer_id"));
+            }
+            OfrepErrors::Fallback => {
+                assert_eq!(
+                    (typed.status, t["reason"].as_str(), t["value"].as_f64()),
+                    (200, Some("ERROR"), Some(50.0))
+                );
+                assert_eq!(t["metadata"]["errorCode"], "TYPE_MISMATCH");
+                assert_eq!(t.get("errorCode"), None);
+            }
+        }
+        // Bulk: per-flag failures carry their errorCode; the flag set's metadata names the
+        // version and the event stream is advertised.
+        let bulk = json(&call(
+            "POST",
+            &format!("{base}/ofrep/v1/evaluate/flags"),
+            Some(r#"{"context":{"market":"DE","customer_id":7}}"#),
+            None,
+        ));
+        let entry = bulk["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key"] == "FreeShippingThreshold")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (
+                entry["metadata"]["ruleset"].as_str(),
+                entry["metadata"].get("version")
+            ),
+            (Some("checkout"), None)
+        );
+        match mode {
+            OfrepErrors::Spec => assert_eq!(entry["errorCode"], "TYPE_MISMATCH"),
+            OfrepErrors::Fallback => assert_eq!(entry["reason"], "ERROR"),
+        }
+        assert_eq!(bulk["metadata"]["checkout.version"], 1);
+        assert_eq!(bulk["eventStreams"][0]["type"], "sse");
+        assert_eq!(
+            bulk["eventStreams"][0]["endpoint"]["requestUri"],
+            "/ofrep/v1/events"
+        );
+    }
 }

@@ -927,6 +927,7 @@ fn flag_info(ir: &RulesetIr, f: &FlagIr) -> FlagInfo {
             dependents: f.lifecycle.dependents.clone(),
             docs: f.lifecycle.docs.clone(),
         },
+        float: f.floats,
     }
 }
 

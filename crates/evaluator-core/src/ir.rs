@@ -216,6 +216,8 @@ pub struct FlagIr {
     /// Audiences (e.g. `browser`) whose builds may hold this flag (`flagforge build
     /// --audience`); empty: server-side builds only.
     pub expose: Vec<String>,
+    /// Number variants written as floats (`50.0`): hosts present them as floats.
+    pub floats: bool,
 }
 
 /// A half-open time window `[from, until)` in Unix nanoseconds.
@@ -467,6 +469,7 @@ impl RulesetIr {
                 reads: vec!["market".into()],
                 propagation: Propagation::Eventual,
                 expose: Vec::new(),
+                floats: false,
             }],
             targeting: None,
         }

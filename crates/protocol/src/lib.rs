@@ -22,6 +22,8 @@ pub mod value;
 pub const TARGETING_KEY: &str = "targetingKey";
 
 pub use codec::{decode, encode, CodecError};
-pub use manifest::{AttrDecl, FlagInfo, FlagKind, Lifecycle, Manifest, Propagation, VariantInfo};
+pub use manifest::{
+    AttrDecl, FlagInfo, FlagKind, Lifecycle, Manifest, Propagation, ValueType, VariantInfo,
+};
 pub use resolution::{ErrorCode, Explanation, Reason, Resolution, Step};
 pub use value::{Context, Value};

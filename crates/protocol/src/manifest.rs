@@ -173,9 +173,58 @@ pub struct FlagInfo {
     /// Lifecycle metadata.
     #[serde(default)]
     pub lifecycle: Lifecycle,
+    /// Number variants are floats (written `50.0` in the rule file): hosts present an
+    /// integral value as a float (`50.0`), so typed clients (`getFloatValue`) accept it.
+    #[serde(default)]
+    pub float: bool,
+}
+
+/// The type of a flag's values, in OpenFeature's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    /// `true`/`false`.
+    Boolean,
+    /// Text.
+    String,
+    /// Whole numbers.
+    Integer,
+    /// Numbers with a fraction (or written as floats).
+    Float,
+    /// JSON objects and lists.
+    Object,
+}
+
+impl ValueType {
+    /// The spelling in OpenFeature's flag types.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueType::Boolean => "boolean",
+            ValueType::String => "string",
+            ValueType::Integer => "integer",
+            ValueType::Float => "float",
+            ValueType::Object => "object",
+        }
+    }
 }
 
 impl FlagInfo {
+    /// The type of this flag's values (every variant has one type).
+    #[must_use]
+    pub fn value_type(&self) -> ValueType {
+        let any_float = self
+            .variants
+            .iter()
+            .any(|v| matches!(v.value, Value::Float(_)));
+        match self.variants.first().map(|v| &v.value) {
+            Some(Value::Bool(_)) => ValueType::Boolean,
+            Some(Value::String(_)) => ValueType::String,
+            Some(Value::Int(_) | Value::Float(_)) if self.float || any_float => ValueType::Float,
+            Some(Value::Int(_) | Value::Float(_)) => ValueType::Integer,
+            _ => ValueType::Object,
+        }
+    }
+
     /// The value of a named variant.
     #[must_use]
     pub fn variant_value(&self, name: &str) -> Option<&Value> {

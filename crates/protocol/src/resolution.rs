@@ -148,3 +148,34 @@ pub struct Step {
     /// The outcome: `matched`, `not matched`, `missing attribute`, `bucket 1234 of 10000`…
     pub outcome: String,
 }
+
+#[cfg(feature = "json")]
+impl Resolution {
+    /// The result as OpenFeature clients see it in JSON, the one rendering every JSON surface
+    /// uses (`flagforge eval`, OFREP, the providers): camelCase `errorCode`/`errorMessage`,
+    /// and the value typed as its flag (`float`: [`crate::FlagInfo::float`], so `50.0` stays
+    /// a float).
+    #[must_use]
+    pub fn to_json(&self, float: bool) -> serde_json::Value {
+        let mut o = serde_json::Map::new();
+        o.insert("key".into(), self.key.clone().into());
+        o.insert("value".into(), self.value.to_json_as(float));
+        if let Some(v) = &self.variant {
+            o.insert("variant".into(), v.clone().into());
+        }
+        o.insert("reason".into(), self.reason.as_str().into());
+        if let Some(code) = self.error_code {
+            o.insert("errorCode".into(), code.as_str().into());
+        }
+        if let Some(m) = &self.error_message {
+            o.insert("errorMessage".into(), m.clone().into());
+        }
+        if let Some(e) = &self.explain {
+            o.insert(
+                "explain".into(),
+                serde_json::to_value(e).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        serde_json::Value::Object(o)
+    }
+}

@@ -283,6 +283,17 @@ mod json {
             from_json_at(json, 0)
         }
 
+        /// Converts a flag's value to JSON as its flag's type says: a float-typed flag's
+        /// integral value becomes a JSON float (`50.0`), so typed clients accept it.
+        #[must_use]
+        pub fn to_json_as(&self, float: bool) -> serde_json::Value {
+            match self {
+                Value::Int(i) if float => serde_json::Number::from_f64(*i as f64)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number),
+                other => other.to_json(),
+            }
+        }
+
         /// Converts to JSON (integers stay integers).
         #[must_use]
         pub fn to_json(&self) -> serde_json::Value {

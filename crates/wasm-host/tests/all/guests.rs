@@ -38,6 +38,7 @@ fn flag(key: &str) -> FlagInfo {
         propagation: flagforge_protocol::Propagation::Immediate,
         expose: Vec::new(),
         lifecycle: Lifecycle::default(),
+        float: false,
     }
 }
 
