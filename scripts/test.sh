@@ -15,6 +15,11 @@ cargo fmt --all --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo clippy --locked -p flagforge-bindings --target wasm32-unknown-unknown -- -D warnings
+cargo clippy --locked -p flagforge-embed --all-features --all-targets -- -D warnings
+# A snapshot-only embedder must not build librdkafka.
+if cargo tree --locked -p flagforge-embed -e normal | grep -q rdkafka; then
+  echo "flagforge-embed without features depends on rdkafka" >&2; exit 1
+fi
 
 step "cargo build --release"
 cargo build --release --locked -p flagforge-cli
@@ -22,6 +27,8 @@ cargo build --release --locked -p flagforge-cli
 step "cargo test --release --workspace"
 cargo test --release --locked --workspace --all-targets
 cargo test --release --locked --workspace --doc
+# The embedder façade with Kafka and the OpenFeature provider (`open-feature` crate).
+cargo test --release --locked -p flagforge-embed --all-features --all-targets
 
 step "JS bindings: the corpus in Node and headless Chromium"
 scripts/test-bindings.sh

@@ -5,16 +5,22 @@
 //! envelope per ruleset to the snapshot directory.
 //! Rejections are counted by reason and logged (via `log`) once per distinct message.
 
+#[cfg(feature = "broker")]
 mod guard;
+#[cfg(feature = "broker")]
 mod publish;
 mod registry;
+#[cfg(feature = "broker")]
 mod subscribe;
 
+#[cfg(feature = "broker")]
 pub use publish::{history, read_topic, Landed, Published, Publisher, Record, Release};
 pub use registry::{Installed, Offer, Registry, Served, Source};
+#[cfg(feature = "broker")]
 pub use subscribe::Subscriber;
 
 use flagforge_governance::release::ReleaseError;
+#[cfg(feature = "broker")]
 use rdkafka::ClientConfig;
 
 /// The compacted topic holding one envelope per ruleset (key = ruleset name).
@@ -38,6 +44,7 @@ pub enum KafkaError {
     Release(#[from] ReleaseError),
 }
 
+#[cfg(feature = "broker")]
 impl From<rdkafka::error::KafkaError> for KafkaError {
     fn from(e: rdkafka::error::KafkaError) -> Self {
         KafkaError::Client(e.to_string())
@@ -63,6 +70,7 @@ impl KafkaConfig {
         }
     }
 
+    #[cfg(feature = "broker")]
     pub(crate) fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         guard::linked();
         let mut c = ClientConfig::new();

@@ -158,3 +158,45 @@ pub fn checkout_module(kill_switch_in_france: bool) -> Vec<u8> {
     .unwrap_or_else(|e| panic!("{e}"))
     .module
 }
+
+/// A snapshot directory with one signed envelope, and the public key file that verifies it.
+pub struct Seeded {
+    /// Owns both (removed on drop).
+    pub root: tempfile::TempDir,
+    /// The snapshot directory (`ROOT/snapshots`).
+    pub snapshots: std::path::PathBuf,
+    /// The signer's public key file (`ROOT/flagforge.pub`).
+    pub key_file: std::path::PathBuf,
+    /// The signer, for signing later versions.
+    pub key: flagforge_distribution::KeyPair,
+}
+
+/// `module` as version 1 of `ruleset`, signed by a new key, in a new snapshot directory: what
+/// an embedded host needs to serve without a broker.
+pub fn seeded_snapshot(ruleset: &str, module: Vec<u8>) -> Seeded {
+    use flagforge_distribution::{Draft, Envelope, KeyPair, SnapshotDir};
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+    let key_file = root.path().join("flagforge.pub");
+    std::fs::write(&key_file, key.public().to_text()).unwrap_or_else(|e| panic!("{e}"));
+    let snapshots = root.path().join("snapshots");
+    let env = Envelope::sign(
+        Draft {
+            ruleset: ruleset.into(),
+            version: 1,
+            module,
+            created_at: "2026-11-28T10:00:00Z".into(),
+            ..Draft::default()
+        },
+        &key,
+    );
+    SnapshotDir::open(&snapshots)
+        .and_then(|s| s.store(&env))
+        .unwrap_or_else(|e| panic!("snapshot: {e}"));
+    Seeded {
+        root,
+        snapshots,
+        key_file,
+        key,
+    }
+}

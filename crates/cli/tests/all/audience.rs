@@ -36,7 +36,11 @@ fn browser_build_holds_no_member_string_and_keeps_the_exposed_flags_results() {
     let kept: Vec<&str> = browser.ir.flags.iter().map(|f| f.key.as_str()).collect();
     assert_eq!(
         kept,
-        ["CheckoutExperienceVariant", "PremiumEntitlementRule"]
+        [
+            "CheckoutExperienceVariant",
+            "PremiumEntitlementRule",
+            "FreeShippingThreshold"
+        ]
     );
 
     for m in checkout_members() {

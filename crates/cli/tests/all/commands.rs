@@ -107,7 +107,9 @@ fn eval_answers_in_the_documented_json() {
         "2026-12-01T00:00:00Z",
     ]);
     let v: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
-    assert_eq!(v.as_object().unwrap().len(), 8);
+    assert_eq!(v.as_object().unwrap().len(), 9);
+    assert_eq!(v["FreeShippingThreshold"]["value"], serde_json::json!(50.0));
+    assert!(v["FreeShippingThreshold"]["value"].is_f64());
     assert_eq!(v["FraudEngineRoutingMode"]["variant"], "engine_v2");
 }
 
@@ -180,7 +182,8 @@ fn inspect_reports_the_manifest() {
     assert_eq!(v["abi_version"], 1);
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
     let flags = v["flags"].as_array().unwrap();
-    assert_eq!(flags.len(), 8);
+    assert_eq!(flags.len(), 9);
+    assert_eq!(v["targeting_key"], "customer_id");
     let frm = flags
         .iter()
         .find(|f| f["key"] == "FulfillmentRoutingMode")
