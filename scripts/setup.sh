@@ -77,4 +77,21 @@ if [ "${1:-}" = --for-tests ]; then
   command -v node >/dev/null || apt_install nodejs npm
 fi
 
+# The Python host's tests: a virtual environment in .tools/venv with the pinned packages of
+# python/requirements-test.txt (wasmtime, msgpack, the OpenFeature SDK and its OFREP provider)
+# and the flagforge package itself (editable). Re-created when the pins change.
+if [ "${1:-}" = --for-tests ]; then
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  pins="python/requirements-test.txt"
+  stamp="$tools/venv/.pins"
+  if [ ! -x "$tools/venv/bin/python" ] || ! cmp -s "$pins" "$stamp"; then
+    log "python venv in $tools/venv ($(tr '\n' ' ' < "$pins" | sed 's/#[^w]*//'))"
+    rm -rf "$tools/venv"
+    python3 -m venv "$tools/venv"
+    "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$pins"
+    "$tools/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -e python
+    cp "$pins" "$stamp"
+  fi
+fi
+
 log "ready: $(rustc --version), $(wasm-opt --version), $("$tools/bin/tansu" --version)"

@@ -33,6 +33,9 @@ cargo test --release --locked -p flagforge-embed --all-features --all-targets
 step "JS bindings: the corpus in Node and headless Chromium"
 scripts/test-bindings.sh
 
+step "Python host: the corpus through wasmtime-py, the OpenFeature providers"
+(cd python && ../.tools/venv/bin/python -m unittest discover -s tests -v)
+
 # Every ruleset directory (one holding *.yaml rule files) of the examples, then the corpus.
 for dir in rules-examples/*/ corpus/; do
   compgen -G "${dir}*.yaml" >/dev/null || continue

@@ -131,7 +131,7 @@ fn every_refusal_has_its_own_reason() {
 
 #[test]
 fn ten_flags_fit_in_two_kilobytes() {
-    // The checkout ruleset has 8 flags; a second ruleset reference and two more decisions
+    // The checkout ruleset has 9 flags; a second ruleset reference and one more decision
     // make ten, with realistic values (the entitlement map is the largest).
     let m = module(false);
     let key = KeyPair::generate().unwrap();
@@ -152,10 +152,7 @@ fn ten_flags_fit_in_two_kilobytes() {
         version: Some(3),
         sha256: "ab".repeat(32),
     });
-    for (i, flag) in ["PaymentProviderRouting", "PricingPolicyByMarket"]
-        .iter()
-        .enumerate()
-    {
+    for (i, flag) in ["PaymentProviderRouting"].iter().enumerate() {
         d.decisions.insert(
             (*flag).to_owned(),
             Carried {

@@ -175,7 +175,7 @@ fn a_retired_and_a_new_flag_are_named() {
         ]
     );
     let first = diff(None, &original());
-    assert_eq!(first.len(), 8);
+    assert_eq!(first.len(), 9);
     assert!(first.iter().all(|c| c.name() == "FlagDefined"));
 }
 
