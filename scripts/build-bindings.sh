@@ -38,4 +38,9 @@ cp bindings/js/* bindings/pkg/
 # wasm-bindgen's Node build is CommonJS inside a "type": "module" package.
 echo '{ "type": "commonjs" }' > bindings/pkg/node/package.json
 cp bindings/package.json bindings/README.md bindings/pkg/
+# The OpenFeature providers, each its own npm package on `flagforge`.
+for p in server web; do
+  rm -rf "bindings/pkg-openfeature-$p"
+  cp -r "bindings/providers/$p" "bindings/pkg-openfeature-$p"
+done
 log "built bindings/pkg ($(du -sh bindings/pkg | cut -f1); gzipped wasm $(gzip -9c bindings/pkg/web/flagforge_bg.wasm | wc -c) bytes)"

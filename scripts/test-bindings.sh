@@ -12,6 +12,13 @@ mkdir -p target/conformance
 target/release/flagforge build corpus -o target/conformance/corpus.wasm >/dev/null
 target/release/flagforge build rules-examples/checkout -o target/conformance/checkout.wasm >/dev/null
 (cd bindings/tests && npm ci --no-audit --no-fund --loglevel=error)
+# The packages as npm would publish them: packed, then installed from the tarballs (not
+# linked), so a missing file or export fails here.
+rm -rf target/npm && mkdir -p target/npm
+for p in pkg pkg-openfeature-server pkg-openfeature-web; do
+  (cd "bindings/$p" && npm pack --silent --pack-destination ../../target/npm >/dev/null)
+done
+(cd bindings/tests && npm install --no-save --no-audit --no-fund --loglevel=error ../../target/npm/*.tgz)
 (cd examples/bff-node && npm ci --no-audit --no-fund --loglevel=error)
 node --test --test-reporter=spec bindings/tests/node.test.js bindings/tests/chromium.test.js \
-  bindings/tests/live.test.js bindings/tests/bff.test.js
+  bindings/tests/live.test.js bindings/tests/bff.test.js bindings/tests/openfeature.test.js

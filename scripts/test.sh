@@ -29,6 +29,7 @@ cargo test --release --locked --workspace --all-targets
 cargo test --release --locked --workspace --doc
 # The embedder façade with Kafka and the OpenFeature provider (`open-feature` crate).
 cargo test --release --locked -p flagforge-embed --all-features --all-targets
+cargo test --release --locked -p flagforge-embed --all-features --doc
 
 step "JS bindings: the corpus in Node and headless Chromium"
 scripts/test-bindings.sh

@@ -9,9 +9,14 @@ export type { FlagResult, EvaluationContext } from "./web/flagforge.js";
 export declare function loadFromUrl(url: string, init?: RequestInit): Promise<FlagEngine>;
 
 export interface LiveUpdate {
+  /** The module now served. */
+  engine: FlagEngine;
   version: number | null;
   hash: string;
   previousHash: string | null;
+  /** Flags whose answers can differ from the previous module (the host's semantic diff);
+   * null when unknown (first module, or more than one version behind). */
+  flagsChanged: string[] | null;
 }
 
 export interface LiveOptions {

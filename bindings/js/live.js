@@ -82,7 +82,11 @@ export function makeLive(FlagEngine) {
           throw new Error(`module hash ${engine.hash} does not match the ETag ${etag}`);
         }
         const version = Number(res.headers.get("x-flagforge-version")) || null;
-        await this.#swap(engine, version);
+        // The host names the flags whose answers can have changed when this client was one
+        // version behind; otherwise every flag may have.
+        const changed = res.headers.get("x-flagforge-flags-changed");
+        const flagsChanged = changed === null ? null : changed.split(",").filter(Boolean);
+        await this.#swap(engine, version, flagsChanged);
         return true;
       } catch (e) {
         this.#onError(e);
@@ -90,7 +94,7 @@ export function makeLive(FlagEngine) {
       }
     }
 
-    async #swap(engine, version) {
+    async #swap(engine, version, flagsChanged = null) {
       if (this.#closed) return;
       if (engine.ruleset !== this.#ruleset) {
         throw new Error(`module holds ruleset ${engine.ruleset}, not ${this.#ruleset}`);
@@ -98,7 +102,14 @@ export function makeLive(FlagEngine) {
       const previous = this.#engine;
       this.#engine = engine;
       this.#version = version;
-      this.#onUpdate({ version, hash: engine.hash, previousHash: previous?.hash ?? null });
+      this.#onUpdate({
+        engine,
+        version,
+        hash: engine.hash,
+        previousHash: previous?.hash ?? null,
+        // null: unknown (first module, or more than one version behind): any flag may differ.
+        flagsChanged: previous ? flagsChanged : null,
+      });
     }
 
     #listen(pollMs) {

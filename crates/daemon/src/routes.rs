@@ -342,6 +342,17 @@ async fn module_bytes(
     )
         .into_response();
     resp.headers_mut().insert("x-flagforge-version", version);
+    // A client one version behind (it sent the previous module's ETag) learns which flags'
+    // answers can have changed (the semantic diff of the compiled rules).
+    let one_behind = served
+        .previous
+        .as_ref()
+        .is_some_and(|p| if_none_match(&headers, &format!("\"{p}\"")));
+    if one_behind {
+        if let Ok(v) = HeaderValue::from_str(&served.flags_changed.join(",")) {
+            resp.headers_mut().insert("x-flagforge-flags-changed", v);
+        }
+    }
     resp
 }
 
@@ -374,25 +385,31 @@ pub fn cors(origins: &str) -> Result<tower_http::cors::CorsLayer, String> {
             header::ETAG,
             header::RETRY_AFTER,
             header::HeaderName::from_static("x-flagforge-version"),
+            header::HeaderName::from_static("x-flagforge-flags-changed"),
         ])
         .max_age(Duration::from_secs(600)))
 }
 
-fn module_event(version: u64, sha256: &str) -> Event {
+fn module_event(s: &Served) -> Event {
     Event::default()
         .event("module")
-        .id(version.to_string())
-        .data(json!({ "version": version, "sha256": sha256 }).to_string())
+        .id(s.version.to_string())
+        .data(
+            json!({
+                "version": s.version,
+                "sha256": s.sha256,
+                "previous": s.previous,
+                "flagsChanged": s.flags_changed,
+            })
+            .to_string(),
+        )
 }
 
 /// Server-sent events for one ruleset: the module served now (if any), then one `module`
 /// event (`{"version", "sha256"}`) per new version, with keep-alive comments in between.
 async fn module_events(State(state): Shared, Path(ruleset): Path<String>) -> Response {
     let updates = state.registry.updates();
-    let first = state
-        .registry
-        .get(&ruleset)
-        .map(|s| module_event(s.version, &s.sha256));
+    let first = state.registry.get(&ruleset).map(|s| module_event(&s));
     let registry = Arc::clone(&state.registry);
     let stream = futures_util::stream::unfold(
         (updates, first, registry, ruleset),
@@ -405,11 +422,14 @@ async fn module_events(State(state): Shared, Path(ruleset): Path<String>) -> Res
             }
             loop {
                 let event = match updates.recv().await {
-                    Ok(i) if i.ruleset == ruleset => module_event(i.version, &i.sha256),
+                    // What is served now (after a lag too: some announcements were missed).
+                    Ok(i) if i.ruleset == ruleset => match registry.get(&ruleset) {
+                        Some(s) => module_event(&s),
+                        None => continue,
+                    },
                     Ok(_) => continue,
-                    // Missed some announcements: say what is served now.
                     Err(RecvError::Lagged(_)) => match registry.get(&ruleset) {
-                        Some(s) => module_event(s.version, &s.sha256),
+                        Some(s) => module_event(&s),
                         None => continue,
                     },
                     Err(RecvError::Closed) => return None,

@@ -33,13 +33,11 @@
 //! [`Flags::events`] announces readiness, each new version with the flags whose answers can
 //! have changed (from the semantic diff of the compiled rules), staleness and load errors.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flagforge_distribution::{SnapshotDir, TrustedKeys};
-use flagforge_governance::Change;
 use flagforge_kafka::{Registry, Served};
 pub use flagforge_protocol::{Context, ErrorCode, Reason, Resolution, Value, ValueType};
 use tokio::sync::broadcast;
@@ -516,62 +514,24 @@ impl Inner {
     }
 }
 
-/// The flags whose answers can differ between two modules of a ruleset.
+/// The flags whose answers can differ between what was announced and what is served: the
+/// registry's diff when it replaced exactly the announced module, else computed here.
 fn flags_changed(old: Option<&Served>, new: &Served) -> Vec<String> {
+    if old.map(|o| &o.sha256) == new.previous.as_ref() {
+        return new.flags_changed.clone();
+    }
     let rules = |s: &Served| flagforge_governance::module_rules(&s.bytes).ok();
-    let Some(new_rules) = rules(new) else {
-        return new
+    match (old.map(rules), rules(new)) {
+        (Some(Some(o)), Some(n)) => flagforge_governance::flags_changed(Some(&o), &n),
+        (None, Some(n)) => flagforge_governance::flags_changed(None, &n),
+        _ => new
             .module
             .manifest()
             .flags
             .iter()
             .map(|f| f.key.clone())
-            .collect();
-    };
-    let old_rules = old.and_then(rules);
-    if old.is_some() && old_rules.is_none() {
-        return new_rules.flags.iter().map(|f| f.key.clone()).collect();
+            .collect(),
     }
-    // Descriptive properties do not change answers.
-    const DESCRIPTIVE: &[&str] = &[
-        "owner",
-        "expires",
-        "description",
-        "kind",
-        "propagation",
-        "expose",
-        "transitions",
-        "retirement",
-        "dependents",
-        "docs",
-    ];
-    let mut changed: BTreeSet<String> = flagforge_governance::diff(old_rules.as_ref(), &new_rules)
-        .iter()
-        .filter(|c| !matches!(c, Change::FlagMetadataChanged { field, .. } if DESCRIPTIVE.contains(&field.as_str())))
-        .map(|c| c.flag().key.clone())
-        .collect();
-    // A flag whose prerequisite changed can answer differently too.
-    loop {
-        let more: Vec<String> = new_rules
-            .flags
-            .iter()
-            .filter(|f| !changed.contains(&f.key))
-            .filter(|f| {
-                f.prerequisites.iter().any(|p| {
-                    new_rules
-                        .flags
-                        .get(p.flag as usize)
-                        .is_some_and(|pf| changed.contains(&pf.key))
-                })
-            })
-            .map(|f| f.key.clone())
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        changed.extend(more);
-    }
-    changed.into_iter().collect()
 }
 
 impl Flags {

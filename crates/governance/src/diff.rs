@@ -546,3 +546,50 @@ pub fn forbidden_transitions(changes: &[Change], new: &RulesetIr) -> Vec<Forbidd
     }
     out
 }
+
+/// The flags whose answers can differ between two versions of a ruleset (all of `new`'s flags
+/// when there is no `old`): every change of [`diff`] except descriptive properties (owner,
+/// expiry, description, kind, propagation, audiences, journeys, lifecycle notes), closed over
+/// prerequisites (a flag whose prerequisite changed can answer differently too). Sorted. What
+/// OpenFeature providers announce as `flagsChanged`.
+#[must_use]
+pub fn flags_changed(old: Option<&RulesetIr>, new: &RulesetIr) -> Vec<String> {
+    const DESCRIPTIVE: &[&str] = &[
+        "owner",
+        "expires",
+        "description",
+        "kind",
+        "propagation",
+        "expose",
+        "transitions",
+        "retirement",
+        "dependents",
+        "docs",
+    ];
+    let mut changed: BTreeSet<String> = diff(old, new)
+        .iter()
+        .filter(|c| {
+            !matches!(c, Change::FlagMetadataChanged { field, .. } if DESCRIPTIVE.contains(&field.as_str()))
+        })
+        .map(|c| c.flag().key.clone())
+        .collect();
+    loop {
+        let more: Vec<String> = new
+            .flags
+            .iter()
+            .filter(|f| !changed.contains(&f.key))
+            .filter(|f| {
+                f.prerequisites.iter().any(|p| {
+                    new.flags
+                        .get(p.flag as usize)
+                        .is_some_and(|pf| changed.contains(&pf.key))
+                })
+            })
+            .map(|f| f.key.clone())
+            .collect();
+        if more.is_empty() {
+            return changed.into_iter().collect();
+        }
+        changed.extend(more);
+    }
+}

@@ -16,8 +16,8 @@ mod trust;
 
 pub use approval::{decode_changes, encode_changes, envelope_statement, statement, Approval};
 pub use diff::{
-    allowed_transitions, diff, forbidden_transitions, Change, FlagRef, ForbiddenTransition,
-    RuleDelta,
+    allowed_transitions, diff, flags_changed, forbidden_transitions, Change, FlagRef,
+    ForbiddenTransition, RuleDelta,
 };
 pub use lifecycle::{stale, Expiry, RolledOut, StaleReport, Unreferenced};
 pub use rules::{decode_rules, module_rules, module_rules_bytes};

@@ -67,6 +67,11 @@ pub struct Served {
     pub module: LoadedModule,
     /// The module bytes (served to browsers and BFFs as they are).
     pub bytes: Arc<Vec<u8>>,
+    /// sha256 of the module this one replaced on this host (`None`: the first one served).
+    pub previous: Option<String>,
+    /// Flags whose answers can differ from `previous` (every flag without one), from the
+    /// semantic diff of the compiled rules ([`flagforge_governance::flags_changed`]).
+    pub flags_changed: Vec<String>,
 }
 
 impl Served {
@@ -77,6 +82,27 @@ impl Served {
             epoch: self.epoch,
             version: self.version,
         }
+    }
+}
+
+/// The flags whose answers can differ between the served module and a new one (every flag
+/// when nothing was served or either module's rules cannot be read).
+fn changed_flags(before: Option<&Served>, bytes: &[u8], module: &LoadedModule) -> Vec<String> {
+    let all = || {
+        module
+            .manifest()
+            .flags
+            .iter()
+            .map(|f| f.key.clone())
+            .collect()
+    };
+    let Ok(new) = flagforge_governance::module_rules(bytes) else {
+        return all();
+    };
+    match before.map(|b| flagforge_governance::module_rules(&b.bytes)) {
+        None => flagforge_governance::flags_changed(None, &new),
+        Some(Ok(old)) => flagforge_governance::flags_changed(Some(&old), &new),
+        Some(Err(_)) => all(),
     }
 }
 
@@ -328,6 +354,8 @@ impl Registry {
             }
         }
         self.host.remember(&module);
+        let before = self.get(&env.ruleset);
+        let flags_changed = changed_flags(before.as_deref(), &env.module, &module);
         let served = Arc::new(Served {
             version: env.version,
             epoch: env.epoch.unwrap_or(0),
@@ -337,6 +365,8 @@ impl Registry {
             since: Instant::now(),
             module,
             bytes: Arc::new(env.module.clone()),
+            previous: before.map(|b| b.sha256.clone()),
+            flags_changed,
         });
         let Ok(mut map) = self.served.write() else {
             return self.reject("internal", &subject(&env), &"the registry lock is poisoned");
