@@ -600,22 +600,16 @@ impl Flags {
     /// Evaluates one flag: the module's full answer with its ruleset, version and hash.
     /// `now` is supplied when the schema declares it and the context has none.
     pub fn details(&self, flag: &str, ctx: &Context) -> Result<Details, EmbedError> {
-        let served = self.inner.served();
-        if served.is_empty() {
-            return Err(EmbedError::NotReady);
-        }
-        let (ruleset, s) = served
-            .into_iter()
-            .find(|(_, s)| s.module.manifest().flag(flag).is_some())
-            .ok_or_else(|| EmbedError::FlagNotFound(flag.to_owned()))?;
+        let (ruleset, s) = self.lookup(flag)?;
         let manifest = s.module.manifest();
         let value_type = manifest
             .flag(flag)
             .map_or(ValueType::Object, flagforge_protocol::FlagInfo::value_type);
+        // `now` only for flags whose answer reads it (no clone of the context otherwise).
         let mut with_now;
         let ctx = if self.inner.clock
-            && manifest.context.iter().any(|a| a.name == "now")
             && !ctx.contains_key("now")
+            && s.module.answer_reads(flag).iter().any(|r| r == "now")
         {
             with_now = ctx.clone();
             manifest.fill_now(&mut with_now, now);
@@ -630,6 +624,26 @@ impl Flags {
             sha256: s.sha256.clone(),
             value_type,
         })
+    }
+
+    /// The ruleset serving `flag`: the configured ones first, in order, then any other.
+    fn lookup(&self, flag: &str) -> Result<(String, Arc<Served>), EmbedError> {
+        let registry = &self.inner.registry;
+        for name in &self.inner.rulesets {
+            if let Some(s) = registry.get(name) {
+                if s.module.manifest().flag(flag).is_some() {
+                    return Ok((name.clone(), s));
+                }
+            }
+        }
+        let served = self.inner.served();
+        if served.is_empty() {
+            return Err(EmbedError::NotReady);
+        }
+        served
+            .into_iter()
+            .find(|(_, s)| s.module.manifest().flag(flag).is_some())
+            .ok_or_else(|| EmbedError::FlagNotFound(flag.to_owned()))
     }
 
     fn value(&self, flag: &str, ctx: &Context) -> Option<Value> {

@@ -554,6 +554,13 @@ impl LoadedModule {
         }
     }
 
+    /// The context attributes `key`'s answer can depend on (its own reads and its
+    /// prerequisites'): what a host sends the module for it.
+    #[must_use]
+    pub fn answer_reads(&self, key: &str) -> &[String] {
+        self.reads.get(key).map_or(&[][..], Vec::as_slice)
+    }
+
     /// What the module reports about itself.
     #[must_use]
     pub fn manifest(&self) -> &Manifest {
