@@ -7,6 +7,7 @@
   TYPE_MISMATCH."""
 
 import json
+import time
 import unittest
 
 import msgpack
@@ -98,6 +99,24 @@ class InProcess(unittest.TestCase):
         self.assertEqual(d.value, "one-page")
         self.assertEqual(d.flag_metadata["ruleset"], "checkout")
         self.assertEqual(d.flag_metadata["sha256"], module.sha256)
+
+    def test_a_new_module_is_announced(self):
+        from openfeature.event import ProviderEvent
+        provider = FlagforgeProvider(FlagModule(module_bytes("checkout")))
+        api.set_provider(provider, domain="swap")
+        seen = []
+        api.get_client(domain="swap").add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, lambda d: seen.append(d.flags_changed))
+        corpus = FlagModule(module_bytes("corpus"))
+        provider.set_module(corpus, ["StaticFlag"])
+        provider.set_module(FlagModule(module_bytes("checkout")))
+        for _ in range(100):  # handlers may run on the SDK's own thread
+            if len(seen) >= 2:
+                break
+            time.sleep(0.01)
+        self.assertEqual(len(seen), 2, seen)
+        self.assertEqual(seen[0], ["StaticFlag"])
+        self.assertIn("FraudEngineRoutingMode", seen[1])
+        self.assertIn("StaticFlag", seen[1])
 
 
 class Ofrep(unittest.TestCase):

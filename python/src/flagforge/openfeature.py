@@ -13,7 +13,8 @@
 key attribute unless the context sets that attribute (an explicit attribute wins). A failed
 evaluation reports its error code (the SDK returns the caller's default and runs error hooks);
 the wrong getter is ``TYPE_MISMATCH``. Flag metadata: ``ruleset``, ``sha256``.
-``set_module`` swaps in a new version and emits ``PROVIDER_CONFIGURATION_CHANGED``.
+``set_module`` swaps in a new version and emits ``PROVIDER_CONFIGURATION_CHANGED`` (with the
+flags that changed when you pass them, else every flag).
 """
 
 from __future__ import annotations
@@ -75,18 +76,19 @@ class FlagforgeProvider(AbstractProvider):
     def module(self) -> FlagModule:
         return self._module
 
-    def set_module(self, module: FlagModule) -> list[str]:
-        """Serves a new version; returns (and announces) the flags whose definitions differ
-        in the manifest, plus flags added or removed."""
-        old = self._module.flags
+    def set_module(self, module: FlagModule, flags_changed: list[str] | None = None) -> list[str]:
+        """Serves a new version and emits ``PROVIDER_CONFIGURATION_CHANGED``. ``flags_changed``
+        is what the publisher's semantic diff says (e.g. a host's ``x-flagforge-flags-changed``
+        header for the version before); without it every flag of either version is named: a
+        rule change is not visible in the manifest, so anything narrower could miss one."""
+        old = self._module
         self._module = module
-        changed = sorted(
-            k for k in set(old) | set(module.flags) if old.get(k) != module.flags.get(k)
-        )
+        if flags_changed is None:
+            flags_changed = [] if old.sha256 == module.sha256 else sorted(set(old.flags) | set(module.flags))
         self.emit_provider_configuration_changed(
-            ProviderEventDetails(flags_changed=changed, metadata={"sha256": module.sha256})
+            ProviderEventDetails(flags_changed=flags_changed, metadata={"sha256": module.sha256})
         )
-        return changed
+        return flags_changed
 
     def get_metadata(self) -> Metadata:
         return Metadata(name="flagforge")
