@@ -51,3 +51,34 @@ export function notReady(defaultValue) {
   return { value: defaultValue, reason: "ERROR", errorCode: "PROVIDER_NOT_READY",
            errorMessage: "no module loaded yet" };
 }
+
+/**
+ * Starts what a provider serves from its options: `{ engine }` or `{ module }` (one module),
+ * or `{ baseUrl, ruleset, bootstrap?, pollMs? }` (a flagforge host, through LiveFlags).
+ * `onUpdate` receives every module served, the first one included (with `previousHash`
+ * null); returns the LiveFlags (null for one module). Throws when the host gave no module.
+ */
+export async function startModule({ FlagEngine, LiveFlags }, options, onUpdate, onError) {
+  if (options.engine || options.module) {
+    const engine = options.engine ?? (await FlagEngine.load(new Uint8Array(options.module)));
+    onUpdate({ engine, version: null, hash: engine.hash, previousHash: null, flagsChanged: null });
+    return null;
+  }
+  let served = false;
+  const live = await LiveFlags.connect({
+    baseUrl: options.baseUrl,
+    ruleset: options.ruleset,
+    bootstrap: options.bootstrap,
+    pollMs: options.pollMs,
+    onUpdate: (u) => {
+      served = true;
+      onUpdate(u);
+    },
+    onError,
+  });
+  if (!served) {
+    live.close();
+    throw new Error(`flagforge: no module for ${options.ruleset} from ${options.baseUrl}`);
+  }
+  return live;
+}

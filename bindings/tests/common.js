@@ -35,3 +35,25 @@ export function disagreements(host, expected, actual) {
   }
   return out;
 }
+
+/** A free loopback port. */
+export async function freePort() {
+  const { createServer } = await import("node:net");
+  const srv = createServer();
+  await new Promise((ok) => srv.listen(0, "127.0.0.1", ok));
+  const { port } = srv.address();
+  await new Promise((ok) => srv.close(ok));
+  return port;
+}
+
+/** Waits until `check()` is truthy (exceptions mean "not yet"), checking every `everyMs`. */
+export async function until(what, check, timeoutMs = 30000, everyMs = 100) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch { /* not yet */ }
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

@@ -11,7 +11,6 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { cpSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { OpenFeature, ProviderEvents } from "@openfeature/server-sdk";
@@ -19,7 +18,7 @@ import { OFREPProvider } from "@openfeature/ofrep-provider";
 import { FlagforgeProvider } from "@flagforge/openfeature-server-provider";
 import { FlagEngine } from "flagforge";
 import { flagTypes } from "flagforge/openfeature";
-import { root, golden, moduleBytes, hex } from "./common.js";
+import { root, golden, moduleBytes, hex, freePort, until } from "./common.js";
 import { serveRepo } from "./server.js";
 import { launch } from "./browser.js";
 
@@ -27,25 +26,6 @@ const cli = path.join(root, "target/release/flagforge");
 const run = (...args) => execFileSync(cli, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 const children = [];
 let work, kafka, hostUrl, server, base, browser, page, engine, types;
-
-async function freePort() {
-  const srv = createServer();
-  await new Promise((ok) => srv.listen(0, "127.0.0.1", ok));
-  const { port } = srv.address();
-  await new Promise((ok) => srv.close(ok));
-  return port;
-}
-
-async function until(what, check, timeoutMs = 30000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch { /* not yet */ }
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const publish = (file, reason) => run("publish", path.join(work, file), "--brokers", kafka,
   "--key", path.join(work, "keys/flagforge.key"), "--reason", reason);
@@ -232,13 +212,14 @@ test("OFREP: the ofrep providers against flagforge host; errors; a new version r
   // Publish v2 (the kill switch in FR): when does the host serve it, when does the page see it?
   publish("v2.wasm", "kill the v3 fraud engine in FR");
   let servedAt = 0;
+  // Checked every 10 ms: the time the host starts serving v2 is what the page is measured against.
   await until("the host serves v2", async () => {
     const r = await fetch(`${hostUrl}/ofrep/v1/evaluate/flags/FraudEngineRoutingMode`, {
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ context: { market: "FR" } }) });
     const ok = (await r.json()).variant === "engine_v2";
     if (ok) servedAt = Date.now();
     return ok;
-  });
+  }, 30000, 10);
   await page.waitForFunction(() => window.changes.some((c) => c.fraud === "v2"), null, { timeout: 5000 });
   const change = (await page.evaluate(() => window.changes)).find((c) => c.fraud === "v2");
   const lagMs = change.at - servedAt;

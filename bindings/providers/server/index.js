@@ -3,7 +3,7 @@
 // (LiveFlags: ETag download, server-sent events or polling) or given as an engine.
 import { OpenFeatureEventEmitter, ProviderEvents } from "@openfeature/server-sdk";
 import { FlagEngine, LiveFlags } from "flagforge";
-import { flagTypes, notReady, toContext, toResolution } from "flagforge/openfeature";
+import { flagTypes, notReady, startModule, toContext, toResolution } from "flagforge/openfeature";
 
 export class FlagforgeProvider {
   metadata = { name: "flagforge" };
@@ -26,20 +26,8 @@ export class FlagforgeProvider {
   }
 
   async initialize() {
-    const o = this.#options;
-    if (o.engine || o.module) {
-      this.#serve(o.engine ?? (await FlagEngine.load(new Uint8Array(o.module))), null);
-      return;
-    }
-    this.#live = await LiveFlags.connect({
-      baseUrl: o.baseUrl,
-      ruleset: o.ruleset,
-      bootstrap: o.bootstrap,
-      pollMs: o.pollMs,
-      onUpdate: (u) => this.#updated(u),
-      onError: (e) => this.#failed(e),
-    });
-    if (!this.#engine) throw new Error(`flagforge: no module for ${o.ruleset} from ${o.baseUrl}`);
+    this.#live = await startModule({ FlagEngine, LiveFlags }, this.#options,
+      (u) => this.#updated(u), (e) => this.#failed(e));
   }
 
   async onClose() {

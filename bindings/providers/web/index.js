@@ -4,7 +4,7 @@
 // re-evaluates every flag and announces the ones whose answers changed.
 import { OpenFeatureEventEmitter, ProviderEvents } from "@openfeature/web-sdk";
 import { FlagEngine, LiveFlags } from "flagforge";
-import { flagTypes, notReady, toContext, toResolution } from "flagforge/openfeature";
+import { flagTypes, notReady, startModule, toContext, toResolution } from "flagforge/openfeature";
 
 export class FlagforgeWebProvider {
   metadata = { name: "flagforge" };
@@ -29,19 +29,8 @@ export class FlagforgeWebProvider {
 
   async initialize(context) {
     this.#context = toContext(context);
-    const o = this.#options;
-    if (o.engine || o.module) {
-      this.#serve(o.engine ?? (await FlagEngine.load(new Uint8Array(o.module))), null);
-      return;
-    }
-    this.#live = await LiveFlags.connect({
-      baseUrl: o.baseUrl,
-      ruleset: o.ruleset,
-      bootstrap: o.bootstrap,
-      onUpdate: (u) => this.#updated(u),
-      onError: (e) => this.#failed(e),
-    });
-    if (!this.#engine) throw new Error(`flagforge: no module for ${o.ruleset} from ${o.baseUrl}`);
+    this.#live = await startModule({ FlagEngine, LiveFlags }, this.#options,
+      (u) => this.#updated(u), (e) => this.#failed(e));
   }
 
   async onContextChange(_old, next) {

@@ -100,17 +100,13 @@ fn with_now(served: &Served, ctx: &Context) -> Context {
 
 /// The flag's JSON as OFREP answers it; `Err` with the status when the evaluation failed and
 /// the host answers failures as the specification defines ([`OfrepErrors::Spec`]).
+/// `float`: the flag's numbers are floats ([`flagforge_protocol::FlagInfo::float`]).
 fn ofrep_entry(
     state: &AppState,
     r: &Resolution,
-    served: &Served,
+    float: bool,
     metadata: JsonValue,
 ) -> Result<JsonValue, (StatusCode, JsonValue)> {
-    let float = served
-        .module
-        .manifest()
-        .flag(&r.key)
-        .is_some_and(|f| f.float);
     let mut body = r.to_json(float);
     let Some(fields) = body.as_object_mut() else {
         return Ok(body);
@@ -145,7 +141,12 @@ fn ofrep_response(
     served: &Served,
     metadata: JsonValue,
 ) -> Response {
-    match ofrep_entry(state, r, served, metadata) {
+    let float = served
+        .module
+        .manifest()
+        .flag(&r.key)
+        .is_some_and(|f| f.float);
+    match ofrep_entry(state, r, float, metadata) {
         Ok(body) => Json(body).into_response(),
         Err((status, body)) => (status, Json(body)).into_response(),
     }
@@ -269,11 +270,13 @@ async fn evaluate_bulk(State(state): Shared, headers: HeaderMap, body: Bytes) ->
         set_metadata.insert(format!("{ruleset}.version"), module.version.into());
         set_metadata.insert(format!("{ruleset}.sha256"), module.sha256.clone().into());
         let ctx = with_now(module, &ctx);
-        for r in module.module.evaluate_all(&ctx, false) {
+        // Results come in declaration order: each flag's manifest entry alongside.
+        let infos = &module.module.manifest().flags;
+        for (r, info) in module.module.evaluate_all(&ctx, false).iter().zip(infos) {
             if seen.insert(r.key.clone()) {
-                state.metrics.evaluated(&r);
+                state.metrics.evaluated(r);
                 let metadata = json!({ "ruleset": ruleset });
-                flags.push(match ofrep_entry(&state, &r, module, metadata) {
+                flags.push(match ofrep_entry(&state, r, info.float, metadata) {
                     Ok(entry) | Err((_, entry)) => entry,
                 });
             }

@@ -515,23 +515,12 @@ impl Inner {
 }
 
 /// The flags whose answers can differ between what was announced and what is served: the
-/// registry's diff when it replaced exactly the announced module, else computed here.
+/// registry's diff when it replaced exactly the announced module, else the same diff here.
 fn flags_changed(old: Option<&Served>, new: &Served) -> Vec<String> {
     if old.map(|o| &o.sha256) == new.previous.as_ref() {
         return new.flags_changed.clone();
     }
-    let rules = |s: &Served| flagforge_governance::module_rules(&s.bytes).ok();
-    match (old.map(rules), rules(new)) {
-        (Some(Some(o)), Some(n)) => flagforge_governance::flags_changed(Some(&o), &n),
-        (None, Some(n)) => flagforge_governance::flags_changed(None, &n),
-        _ => new
-            .module
-            .manifest()
-            .flags
-            .iter()
-            .map(|f| f.key.clone())
-            .collect(),
-    }
+    flagforge_kafka::changed_flags(old.map(|o| o.bytes.as_slice()), &new.bytes, &new.module)
 }
 
 impl Flags {
@@ -600,11 +589,8 @@ impl Flags {
     /// Evaluates one flag: the module's full answer with its ruleset, version and hash.
     /// `now` is supplied when the schema declares it and the context has none.
     pub fn details(&self, flag: &str, ctx: &Context) -> Result<Details, EmbedError> {
-        let (ruleset, s) = self.lookup(flag)?;
+        let (ruleset, s, value_type) = self.lookup(flag)?;
         let manifest = s.module.manifest();
-        let value_type = manifest
-            .flag(flag)
-            .map_or(ValueType::Object, flagforge_protocol::FlagInfo::value_type);
         // `now` only for flags whose answer reads it (no clone of the context otherwise).
         let mut with_now;
         let ctx = if self.inner.clock
@@ -626,13 +612,15 @@ impl Flags {
         })
     }
 
-    /// The ruleset serving `flag`: the configured ones first, in order, then any other.
-    fn lookup(&self, flag: &str) -> Result<(String, Arc<Served>), EmbedError> {
+    /// The ruleset serving `flag` (the configured ones first, in order, then any other), and
+    /// the flag's value type.
+    fn lookup(&self, flag: &str) -> Result<(String, Arc<Served>, ValueType), EmbedError> {
+        let defines = |s: &Served| s.module.manifest().flag(flag).map(|f| f.value_type());
         let registry = &self.inner.registry;
         for name in &self.inner.rulesets {
             if let Some(s) = registry.get(name) {
-                if s.module.manifest().flag(flag).is_some() {
-                    return Ok((name.clone(), s));
+                if let Some(t) = defines(&s) {
+                    return Ok((name.clone(), s, t));
                 }
             }
         }
@@ -642,7 +630,7 @@ impl Flags {
         }
         served
             .into_iter()
-            .find(|(_, s)| s.module.manifest().flag(flag).is_some())
+            .find_map(|(name, s)| defines(&s).map(|t| (name, s, t)))
             .ok_or_else(|| EmbedError::FlagNotFound(flag.to_owned()))
     }
 

@@ -15,7 +15,7 @@ mod subscribe;
 
 #[cfg(feature = "broker")]
 pub use publish::{history, read_topic, Landed, Published, Publisher, Record, Release};
-pub use registry::{Installed, Offer, Registry, Served, Source};
+pub use registry::{changed_flags, Installed, Offer, Registry, Served, Source};
 #[cfg(feature = "broker")]
 pub use subscribe::Subscriber;
 

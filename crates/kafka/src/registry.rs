@@ -85,9 +85,11 @@ impl Served {
     }
 }
 
-/// The flags whose answers can differ between the served module and a new one (every flag
-/// when nothing was served or either module's rules cannot be read).
-fn changed_flags(before: Option<&Served>, bytes: &[u8], module: &LoadedModule) -> Vec<String> {
+/// The flags whose answers can differ between two modules of a ruleset, `before` (bytes;
+/// `None`: nothing served) and `after` (bytes and loaded module): the semantic diff of their
+/// compiled rules, or every flag of `after` when either module's rules cannot be read.
+#[must_use]
+pub fn changed_flags(before: Option<&[u8]>, after: &[u8], module: &LoadedModule) -> Vec<String> {
     let all = || {
         module
             .manifest()
@@ -96,10 +98,10 @@ fn changed_flags(before: Option<&Served>, bytes: &[u8], module: &LoadedModule) -
             .map(|f| f.key.clone())
             .collect()
     };
-    let Ok(new) = flagforge_governance::module_rules(bytes) else {
+    let Ok(new) = flagforge_governance::module_rules(after) else {
         return all();
     };
-    match before.map(|b| flagforge_governance::module_rules(&b.bytes)) {
+    match before.map(flagforge_governance::module_rules) {
         None => flagforge_governance::flags_changed(None, &new),
         Some(Ok(old)) => flagforge_governance::flags_changed(Some(&old), &new),
         Some(Err(_)) => all(),
@@ -355,7 +357,11 @@ impl Registry {
         }
         self.host.remember(&module);
         let before = self.get(&env.ruleset);
-        let flags_changed = changed_flags(before.as_deref(), &env.module, &module);
+        let flags_changed = changed_flags(
+            before.as_ref().map(|b| b.bytes.as_slice()),
+            &env.module,
+            &module,
+        );
         let served = Arc::new(Served {
             version: env.version,
             epoch: env.epoch.unwrap_or(0),
