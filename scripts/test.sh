@@ -20,6 +20,12 @@ cargo clippy --locked -p flagforge-embed --all-features --all-targets -- -D warn
 if cargo tree --locked -p flagforge-embed -e normal | grep -q rdkafka; then
   echo "flagforge-embed without features depends on rdkafka" >&2; exit 1
 fi
+# Hosts evaluate only through the module: none links the evaluator (ARCHITECTURE.md).
+for host in wasm-host flagforge-kafka flagforge-daemon flagforge-embed flagforge-decision; do
+  if cargo tree --locked -p "$host" --all-features -e normal | grep -q '^.*evaluator-core '; then
+    echo "$host depends on evaluator-core; hosts must evaluate through the module only" >&2; exit 1
+  fi
+done
 
 step "cargo build --release"
 cargo build --release --locked -p flagforge-cli

@@ -1,6 +1,7 @@
 //! Cold start: snapshot directory → first answer, compiling the module vs loading its native
 //! code from the compiled-module cache (criterion, side by side in one run). Also the load
-//! step alone (`Host::load`: compile or cache, instantiate, read the manifest).
+//! step alone (`Host::load`: compile or cache, instantiate, read the manifest), and a new
+//! version of a ruleset on a host that has compiled the evaluator before (function reuse).
 //!
 //! `cargo bench -p flagforge-benches --bench coldstart`
 #![allow(
@@ -83,6 +84,30 @@ fn coldstart(c: &mut Criterion) {
     g.bench_function("load/cached", |b| {
         b.iter(|| black_box(host(Some(&cache_dir)).load(&module).expect("load")))
     });
+    // A running host receiving new versions: each load is a module it has not loaded in this
+    // form before only in its rules data (v1 and v2 alternate; nothing comes from the
+    // compiled-module cache, which is keyed by the whole module).
+    let versions = [
+        flagforge_testkit::checkout_module(false),
+        flagforge_testkit::checkout_module(true),
+    ];
+    let running = host(None);
+    for v in &versions {
+        running.load(v).expect("warm");
+    }
+    let mut next = 0usize;
+    g.bench_function("load/new_version", |b| {
+        b.iter(|| {
+            next += 1;
+            black_box(running.load(&versions[next % 2]).expect("load"))
+        })
+    });
+    let s = running.reuse_stats();
+    println!(
+        "function reuse over the run: {} reused, {} generated",
+        s.hits.load(std::sync::atomic::Ordering::Relaxed),
+        s.misses.load(std::sync::atomic::Ordering::Relaxed)
+    );
     g.bench_function("snapshot_to_first_answer/compile", |b| {
         b.iter(|| black_box(first_answer(&snapshots, &trusted, &host(None), &ctx)))
     });

@@ -25,6 +25,7 @@ fn main() {
     for p in [
         "crates/guest",
         "crates/evaluator-core",
+        "crates/model",
         "crates/protocol",
         "Cargo.lock",
         "Cargo.toml",

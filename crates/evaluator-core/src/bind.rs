@@ -7,8 +7,9 @@
 use flagforge_protocol::{Context, Value};
 use semver::Version;
 
-use crate::ir::{AttrIr, Ty};
 use crate::time;
+use flagforge_model::ir::{AttrIr, Ty};
+use flagforge_protocol::wire::Scalar;
 
 /// A context value converted to its declared type.
 #[derive(Debug, Clone)]
@@ -36,33 +37,6 @@ pub(crate) enum Slot<'a> {
     List(Vec<V<'a>>),
     /// Present with another type; reading it fails with `TYPE_MISMATCH`.
     Invalid(String),
-}
-
-/// A raw context value before typing.
-#[derive(Debug)]
-pub(crate) enum Scalar<'a> {
-    Nil,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    /// String bytes; UTF-8 is checked only when a wanted attribute is converted.
-    Str(&'a [u8]),
-    List(Vec<Scalar<'a>>),
-    Map,
-}
-
-impl Scalar<'_> {
-    fn type_name(&self) -> &'static str {
-        match self {
-            Scalar::Nil => "null",
-            Scalar::Bool(_) => "bool",
-            Scalar::Int(_) => "int",
-            Scalar::Float(_) => "number",
-            Scalar::Str(_) => "string",
-            Scalar::List(_) => "list",
-            Scalar::Map => "map",
-        }
-    }
 }
 
 fn scalar_of(v: &Value) -> Scalar<'_> {

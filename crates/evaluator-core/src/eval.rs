@@ -119,8 +119,12 @@ const MAX_PREREQUISITE_DEPTH: usize = 64;
 impl Ruleset {
     /// Decodes compiled rules (the bytes embedded in a module).
     pub fn decode(bytes: &[u8]) -> Result<Ruleset, LoadError> {
-        let ir: RulesetIr =
-            postcard::from_bytes(bytes).map_err(|e| LoadError::Malformed(e.to_string()))?;
+        let ir = RulesetIr::decode(bytes).map_err(|e| match e {
+            flagforge_model::DecodeError::Malformed(m) => LoadError::Malformed(m),
+            flagforge_model::DecodeError::Format { found, expected } => {
+                LoadError::Format { found, expected }
+            }
+        })?;
         Ruleset::from_ir(ir)
     }
 

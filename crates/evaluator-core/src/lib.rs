@@ -1,4 +1,5 @@
-//! flagforge rule semantics: the compiled rule model ([`ir`]) and its evaluation.
+//! flagforge rule semantics: evaluating the compiled rule model (`flagforge-model`,
+//! re-exported as [`ir`]).
 //!
 //! This is the only crate that decides what a rule means. It is compiled into every module (by
 //! the guest crate) and linked natively by the tools that cross-check modules. It does no IO,
@@ -22,9 +23,10 @@
 mod bind;
 pub mod bucket;
 mod eval;
-pub mod ir;
 pub mod time;
 mod wire;
+
+pub use flagforge_model::ir;
 
 pub use eval::{Options, Ruleset};
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use evaluator_core::ir::{FlagIr, RulesetIr};
+use flagforge_model::ir::{FlagIr, RulesetIr};
 use flagforge_protocol::FlagKind;
 use serde::{Deserialize, Serialize};
 

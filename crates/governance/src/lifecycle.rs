@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use evaluator_core::ir::{Action, RulesetIr};
+use flagforge_model::ir::{Action, RulesetIr};
 use flagforge_protocol::time::date_start;
 use serde::Serialize;
 

@@ -14,8 +14,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use evaluator_core::ir::RulesetIr;
 use flagforge_distribution::Envelope;
+use flagforge_model::ir::RulesetIr;
 
 use crate::approval::{decode_changes, envelope_statement};
 use crate::trust::{Role, Trust};

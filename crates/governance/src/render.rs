@@ -2,7 +2,7 @@
 //! meaning. Two rules render to the same key exactly when they are the same rule, however their
 //! files were formatted; the display text is what a reviewer reads in a diff.
 
-use evaluator_core::ir::{
+use flagforge_model::ir::{
     Action, ArithOp, CmpOp, Expr, FlagIr, Lit, RuleIr, RulesetIr, SetIr, StrOp, Window,
 };
 use flagforge_protocol::time::format_timestamp;

@@ -1,7 +1,7 @@
 //! The compiled rules inside a module: read back out of its data section, so a diff (or a
 //! host checking a change) sees exactly what the module evaluates, never the sources.
 
-use evaluator_core::ir::RulesetIr;
+use flagforge_model::ir::RulesetIr;
 use flagforge_protocol::abi::RULES_MARKER;
 use wasmparser::{BinaryReader, DataKind, Operator, Parser, Payload};
 
@@ -64,7 +64,6 @@ pub fn module_rules(module: &[u8]) -> Result<RulesetIr, GovernanceError> {
 
 /// Decodes encoded rules (what `flagforge build` links into the module).
 pub fn decode_rules(bytes: &[u8]) -> Result<RulesetIr, GovernanceError> {
-    evaluator_core::Ruleset::decode(bytes)
-        .map(|r| r.ir().clone())
+    RulesetIr::decode(bytes)
         .map_err(|e| GovernanceError::Module(format!("the module's rules do not decode: {e}")))
 }

@@ -7,8 +7,8 @@
     reason = "test code: a failed assumption is a failed test"
 )]
 
-use evaluator_core::ir::RulesetIr;
 use flagforge_governance::{diff, forbidden_transitions, module_rules, Change};
+use flagforge_model::ir::RulesetIr;
 
 fn checkout(edit: impl Fn(&str, String) -> String) -> RulesetIr {
     let compiled =

@@ -8,10 +8,10 @@
     reason = "test code: a failed assumption is a failed test"
 )]
 
-use evaluator_core::ir::RulesetIr;
 use flagforge_distribution::{Draft, Envelope, KeyPair, Signature};
 use flagforge_governance::policy::{check, Refusal, Replaced};
 use flagforge_governance::{diff, encode_changes, module_rules, Approval, Change, Trust};
+use flagforge_model::ir::RulesetIr;
 
 fn module(edit: impl Fn(&str, String) -> String) -> Vec<u8> {
     flagforge_compiler::compile_path_edited(&rules_examples::dir("checkout"), |p, t| {

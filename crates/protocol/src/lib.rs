@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod resolution;
 pub mod time;
 pub mod value;
+pub mod wire;
 
 /// The context key OpenFeature puts the subject's identifier in. A ruleset names the attribute
 /// it stands for (`targeting_key:`, default this name itself); the module binds that attribute

@@ -218,19 +218,11 @@ impl<'de> Visitor<'de> for ValueSeed {
     }
 }
 
-/// Decodes a context (a map at the top) from canonical MessagePack.
+/// Decodes a context (a map at the top) from canonical MessagePack, through the one
+/// canonical reader ([`crate::wire`]): the same bytes are accepted and refused as in the
+/// module, trailing bytes included.
 pub fn decode_context(bytes: &[u8]) -> Result<Context, crate::CodecError> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
-    let value = ValueSeed { depth: 0 }
-        .deserialize(&mut de)
-        .map_err(|e| crate::CodecError::Decode(e.to_string()))?;
-    match value {
-        Value::Map(m) => Ok(m),
-        other => Err(crate::CodecError::Decode(format!(
-            "context must be a map, found {}",
-            other.type_name()
-        ))),
-    }
+    crate::wire::decode_context(bytes).map_err(|e| crate::CodecError::Decode(e.0))
 }
 
 /// Encodes a context to its canonical MessagePack bytes.

@@ -25,9 +25,11 @@
 
 mod cache;
 mod module;
+mod reuse;
 
 pub use cache::{CacheReject, CacheStats, CompiledCache};
 pub use module::{CallError, CompiledFrom, LoadedModule, ModuleStats};
+pub use reuse::{ReuseStats, CODE_REUSE_BYTES};
 
 use flagforge_protocol::limits;
 use wasmtime::{Config, Engine, OptLevel};
@@ -140,21 +142,35 @@ pub struct Host {
     engine: Engine,
     limits: Limits,
     cache: Option<std::sync::Arc<CompiledCache>>,
+    reuse: std::sync::Arc<reuse::CodeReuse>,
 }
 
 impl Host {
-    /// Creates an engine configured for flagforge modules (fuel metering on).
+    /// Creates an engine configured for flagforge modules (fuel metering on). The engine
+    /// reuses the machine code of functions it compiled before (see [`Host::reuse_stats`]):
+    /// a new version of a ruleset compiles without generating its evaluator's code again.
     pub fn new(limits: Limits) -> Result<Host, EngineError> {
+        let reuse = std::sync::Arc::new(reuse::CodeReuse::new(CODE_REUSE_BYTES));
         let mut config = Config::new();
         config
             .consume_fuel(true)
-            .cranelift_opt_level(OptLevel::Speed);
+            .cranelift_opt_level(OptLevel::Speed)
+            .enable_incremental_compilation(reuse.clone())
+            .map_err(|e| EngineError(e.to_string()))?;
         let engine = Engine::new(&config).map_err(|e| EngineError(e.to_string()))?;
         Ok(Host {
             engine,
             limits,
             cache: None,
+            reuse,
         })
+    }
+
+    /// How many compiled functions were reused from an earlier compile, and how many had to
+    /// be generated.
+    #[must_use]
+    pub fn reuse_stats(&self) -> &ReuseStats {
+        self.reuse.stats()
     }
 
     /// Keeps compiled modules in `dir` (see [`CompiledCache`]): a module loaded again (a

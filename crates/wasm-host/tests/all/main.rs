@@ -13,3 +13,4 @@ mod hostile_modules;
 mod limits;
 mod mutation;
 mod reads;
+mod reuse;

@@ -45,9 +45,12 @@ fn mutate(rng: &mut Rng, bytes: &[u8]) -> Vec<u8> {
 
 /// One byte overwritten in place: the module keeps its length and sections, so some mutations
 /// land in code or data and still validate — the interesting case for the loader.
-fn overwrite(rng: &mut Rng, bytes: &[u8]) -> Vec<u8> {
+/// `tail` limits it to the module's last bytes: the data section, where the rules and the
+/// guest's constants live, so most of these still validate and reach the rules decoder.
+fn overwrite(rng: &mut Rng, bytes: &[u8], tail: Option<usize>) -> Vec<u8> {
     let mut b = bytes.to_vec();
-    let at = rng.below(b.len());
+    let from = tail.map_or(0, |t| b.len().saturating_sub(t));
+    let at = from + rng.below(b.len() - from);
     b[at] ^= 1 + (rng.next() % 255) as u8;
     b
 }
@@ -119,10 +122,10 @@ fn mutated_modules_are_refused_or_load_and_answer() {
         "instantiate",
     ];
     for i in 0..60 {
-        let bytes = if i % 2 == 0 {
-            mutate(&mut rng, &original)
-        } else {
-            overwrite(&mut rng, &original)
+        let bytes = match i % 4 {
+            0 | 2 => mutate(&mut rng, &original),
+            1 => overwrite(&mut rng, &original, None),
+            _ => overwrite(&mut rng, &original, Some(16 * 1024)),
         };
         match host.load(&bytes) {
             Err(e) => {

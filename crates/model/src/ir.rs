@@ -1,4 +1,4 @@
-//! The compiled rule model: what `flagforge build` embeds in a module and the evaluator runs.
+//! The compiled rule model: what `flagforge build` embeds in a module and evaluator-core runs.
 //!
 //! Names are resolved to indices at build time (attributes to schema slots, segments, sets,
 //! patterns, variants, prerequisite flags); large `in` lists and member segments become sorted
@@ -143,6 +143,7 @@ pub enum SetIr {
 impl SetIr {
     /// The digest of a string member of a [`SetIr::Hashed`] set.
     #[must_use]
+    #[inline]
     pub fn digest_str(key: (u64, u64), s: &str) -> u64 {
         use core::hash::Hasher;
         let mut h = siphasher::sip::SipHasher24::new_with_keys(key.0, key.1);
@@ -153,6 +154,7 @@ impl SetIr {
 
     /// The digest of an integer member of a [`SetIr::Hashed`] set.
     #[must_use]
+    #[inline]
     pub fn digest_int(key: (u64, u64), i: i64) -> u64 {
         use core::hash::Hasher;
         let mut h = siphasher::sip::SipHasher24::new_with_keys(key.0, key.1);
@@ -410,7 +412,8 @@ mod packed_values {
         packed
             .into_iter()
             .map(|(n, bytes)| {
-                let v = crate::wire::decode_value(&bytes).map_err(|e| D::Error::custom(e.0))?;
+                let v = flagforge_protocol::wire::decode_value(&bytes)
+                    .map_err(|e| D::Error::custom(e.0))?;
                 Ok((n, v))
             })
             .collect()
@@ -421,6 +424,20 @@ impl RulesetIr {
     /// Encodes the model.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes encoded rules (the bytes embedded in a module) and checks their format.
+    /// Indices are not checked here: evaluator-core checks them before evaluating.
+    pub fn decode(bytes: &[u8]) -> Result<RulesetIr, crate::DecodeError> {
+        let ir: RulesetIr = postcard::from_bytes(bytes)
+            .map_err(|e| crate::DecodeError::Malformed(e.to_string()))?;
+        if ir.format != IR_FORMAT {
+            return Err(crate::DecodeError::Format {
+                found: ir.format,
+                expected: IR_FORMAT,
+            });
+        }
+        Ok(ir)
     }
 
     /// A tiny ruleset for documentation examples.
