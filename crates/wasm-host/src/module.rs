@@ -1,7 +1,7 @@
 //! A compiled module and its instance pool.
 
+use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use flagforge_protocol::{
     abi, decode, manifest::ManifestReply, value::encode_context_subset, Context, ErrorCode,
@@ -101,7 +101,9 @@ pub struct LoadedModule {
     manifest: Manifest,
     sha256: [u8; 32],
     size: usize,
-    pool: Mutex<Vec<Slot>>,
+    /// Idle instances: a lock-free bounded queue, so threads never wait on each other to take
+    /// or return one.
+    pool: ArrayQueue<Slot>,
     stats: ModuleStats,
     /// Per flag, the context attributes its answer can depend on (its own reads and its
     /// prerequisites', transitively), from the manifest; `None` key: every flag's.
@@ -231,7 +233,7 @@ impl LoadedModule {
             sha256,
             compiled_from: source,
             size: bytes.len(),
-            pool: Mutex::new(Vec::new()),
+            pool: ArrayQueue::new(limits.max_idle_instances.max(1)),
             stats: ModuleStats::default(),
             reads: std::collections::HashMap::new(),
             reads_all: Vec::new(),
@@ -335,8 +337,7 @@ impl LoadedModule {
     }
 
     fn checkout(&self) -> Result<Slot, CallError> {
-        let pooled = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
-        match pooled {
+        match self.pool.pop() {
             Some(slot) => Ok(slot),
             None => self
                 .new_slot()
@@ -345,10 +346,9 @@ impl LoadedModule {
     }
 
     fn checkin(&self, slot: Slot) {
-        if let Ok(mut pool) = self.pool.lock() {
-            if pool.len() < self.limits.max_idle_instances {
-                pool.push(slot);
-            }
+        if self.limits.max_idle_instances > 0 {
+            // A full queue hands the instance back: it is dropped.
+            let _ = self.pool.push(slot);
         }
     }
 
