@@ -27,7 +27,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::Criterion;
-use datalogic_rs::{Engine as Logic, ParsedData};
+use datalogic_rs::{Engine as LogicEngine, ParsedData};
 use evaluator_core::{Options, Ruleset};
 use flagforge_compiler::SourceFile;
 use flagforge_protocol::{Context, Value};
@@ -258,6 +258,22 @@ fn logic_rules() -> Vec<(&'static str, serde_json::Value)> {
     ]
 }
 
+/// datalogic's answer as a string (the session's arena is reset for the next call).
+fn logic_answer(
+    session: &mut datalogic_rs::Session<'_>,
+    rule: &datalogic_rs::Logic,
+    data: &ParsedData,
+) -> String {
+    let answer = session
+        .eval_borrowed(rule, data)
+        .expect("datalogic")
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    session.reset();
+    answer
+}
+
 fn logic_context(case: &Case) -> ParsedData {
     let object: serde_json::Map<String, serde_json::Value> = case
         .attrs
@@ -312,7 +328,7 @@ fn main() {
     let features = serde_json::from_value(unleash_features()).expect("unleash features");
     let warnings = unleash.take_state(UpdateMessage::FullResponse(features));
     assert!(warnings.as_ref().is_none_or(Vec::is_empty), "{warnings:?}");
-    let logic = Logic::new();
+    let logic = LogicEngine::new();
     let compiled_logic: HashMap<&str, _> = logic_rules()
         .into_iter()
         .map(|(flag, rule)| (flag, logic.compile(&rule.to_string()).expect("rule")))
@@ -332,14 +348,11 @@ fn main() {
             case,
             &unleash_answer(&unleash, case.flag, &unleash_context(case)),
         );
-        let data = logic_context(case);
-        let answer = session
-            .eval_borrowed(&compiled_logic[case.flag], &data)
-            .expect("datalogic")
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_default();
-        session.reset();
+        let answer = logic_answer(
+            &mut session,
+            &compiled_logic[case.flag],
+            &logic_context(case),
+        );
         check("datalogic", case, &answer);
     }
     let rollout = cases.iter().find(|c| c.name == "S2 rollout").expect("case");
@@ -371,14 +384,11 @@ fn main() {
         }),
         split(|id| unleash_answer(&unleash, "S2", &unleash_context(&with_customer(id)))),
         split(|id| {
-            let a = session
-                .eval_borrowed(&compiled_logic["S2"], &logic_context(&with_customer(id)))
-                .expect("datalogic")
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_default();
-            session.reset();
-            a
+            logic_answer(
+                &mut session,
+                &compiled_logic["S2"],
+                &logic_context(&with_customer(id)),
+            )
         }),
     ];
     for (engine, share) in ["flagforge", "yggdrasil", "datalogic"].iter().zip(splits) {

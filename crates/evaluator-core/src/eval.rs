@@ -119,22 +119,17 @@ const MAX_PREREQUISITE_DEPTH: usize = 64;
 impl Ruleset {
     /// Decodes compiled rules (the bytes embedded in a module).
     pub fn decode(bytes: &[u8]) -> Result<Ruleset, LoadError> {
-        let ir = RulesetIr::decode(bytes).map_err(|e| match e {
-            flagforge_model::DecodeError::Malformed(m) => LoadError::Malformed(m),
-            flagforge_model::DecodeError::Format { found, expected } => {
-                LoadError::Format { found, expected }
-            }
-        })?;
-        Ruleset::from_ir(ir)
+        Ruleset::from_ir(RulesetIr::decode(bytes)?)
     }
 
     /// Prepares compiled rules for evaluation, checking every index they hold.
     pub fn from_ir(ir: RulesetIr) -> Result<Ruleset, LoadError> {
         if ir.format != IR_FORMAT {
-            return Err(LoadError::Format {
+            return Err(flagforge_model::DecodeError::Format {
                 found: ir.format,
                 expected: IR_FORMAT,
-            });
+            }
+            .into());
         }
         let regexes = ir
             .patterns

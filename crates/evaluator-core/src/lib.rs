@@ -33,17 +33,9 @@ pub use eval::{Options, Ruleset};
 /// Failure to load compiled rules.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The embedded rules are not a valid encoding.
-    #[error("compiled rules are malformed: {0}")]
-    Malformed(String),
-    /// The rules were compiled for another IR format.
-    #[error("compiled rules use format {found}; this evaluator reads format {expected}")]
-    Format {
-        /// Format found in the rules.
-        found: u32,
-        /// Format this evaluator reads.
-        expected: u32,
-    },
+    /// The embedded rules do not decode, or use another format.
+    #[error(transparent)]
+    Decode(#[from] flagforge_model::DecodeError),
     /// A table entry (regex, semver) does not parse.
     #[error("invalid {what} `{text}` in compiled rules: {message}")]
     Invalid {

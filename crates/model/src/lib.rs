@@ -22,11 +22,11 @@ pub enum DecodeError {
     #[error("compiled rules are malformed: {0}")]
     Malformed(String),
     /// The rules were compiled for another model format.
-    #[error("compiled rules use format {found}; this reader reads format {expected}")]
+    #[error("compiled rules use format {found}; this build reads format {expected}")]
     Format {
         /// Format found in the rules.
         found: u32,
-        /// Format this reader reads.
+        /// Format this build reads.
         expected: u32,
     },
 }

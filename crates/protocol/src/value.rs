@@ -222,7 +222,13 @@ impl<'de> Visitor<'de> for ValueSeed {
 /// canonical reader ([`crate::wire`]): the same bytes are accepted and refused as in the
 /// module, trailing bytes included.
 pub fn decode_context(bytes: &[u8]) -> Result<Context, crate::CodecError> {
-    crate::wire::decode_context(bytes).map_err(|e| crate::CodecError::Decode(e.0))
+    match crate::wire::decode_value(bytes).map_err(|e| crate::CodecError::Decode(e.0))? {
+        Value::Map(m) => Ok(m),
+        other => Err(crate::CodecError::Decode(format!(
+            "context must be a map, found {}",
+            other.type_name()
+        ))),
+    }
 }
 
 /// Encodes a context to its canonical MessagePack bytes.

@@ -5,12 +5,12 @@
 //! else without building values — decoding a whole `Context` first cost more than evaluating
 //! the rules. The accepted input is the canonical encoding of [`crate::value`]: string keys,
 //! no binary or extension values, finite numbers, integers within `i64`, nesting at most
-//! [`MAX_DEPTH`] deep, no duplicate keys, nothing after the value. [`decode_context`] (hosts)
+//! [`MAX_DEPTH`] deep, no duplicate keys, nothing after the value. Hosts' `decode_context`
 //! and the module's binding (evaluator-core) both read through [`Reader`], so they accept and
 //! refuse the same bytes.
 
 use crate::limits::MAX_DEPTH;
-use crate::value::{Context, Value, MAX_SAFE_INTEGER};
+use crate::value::{Value, MAX_SAFE_INTEGER};
 use rmp::Marker;
 
 /// Why context bytes were refused.
@@ -246,17 +246,6 @@ pub fn decode_value(bytes: &[u8]) -> Result<Value, WireError> {
     Ok(v)
 }
 
-/// Decodes a whole context (a map at the top), refusing trailing bytes.
-pub fn decode_context(bytes: &[u8]) -> Result<Context, WireError> {
-    match decode_value(bytes)? {
-        Value::Map(m) => Ok(m),
-        other => err(format!(
-            "context must be a map, found {}",
-            other.type_name()
-        )),
-    }
-}
-
 impl Reader<'_> {
     /// Reads one value, building maps and lists.
     pub fn full(&mut self, depth: usize) -> Result<Value, WireError> {
@@ -331,7 +320,15 @@ fn float<'a>(f: f64) -> Result<Scalar<'a>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::encode_context;
+    use crate::value::{decode_context, encode_context, Context};
+
+    /// Why `decode_context` refused `bytes`.
+    fn reason(bytes: &[u8]) -> String {
+        match decode_context(bytes) {
+            Err(crate::CodecError::Decode(why)) => why,
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn ctx() -> Vec<u8> {
         let mut c = Context::new();
@@ -351,8 +348,7 @@ mod tests {
     fn trailing_bytes_are_refused_by_hosts_as_by_the_module() {
         let mut bytes = ctx();
         bytes.push(0xc0);
-        let e = decode_context(&bytes).unwrap_err();
-        assert_eq!(e.0, "trailing bytes after the value");
+        assert_eq!(reason(&bytes), "trailing bytes after the value");
         let mut r = Reader::new(&bytes);
         let n = r.map_len().unwrap();
         for _ in 0..n {
@@ -364,7 +360,7 @@ mod tests {
 
     #[test]
     fn non_canonical_input_is_refused_with_a_reason() {
-        for (bytes, reason) in [
+        for (bytes, want) in [
             (vec![0x91, 0x01], "context must be a map"),
             (vec![0x81, 0x01, 0x01], "map keys must be strings"),
             (
@@ -380,8 +376,8 @@ mod tests {
                 "invalid messagepack marker 0xc1",
             ),
         ] {
-            let e = decode_context(&bytes).unwrap_err();
-            assert!(e.0.starts_with(reason), "{bytes:02x?}: {e}");
+            let why = reason(&bytes);
+            assert!(why.starts_with(want), "{bytes:02x?}: {why}");
         }
     }
 }

@@ -29,8 +29,6 @@ pub struct ReuseStats {
     pub hits: AtomicU64,
     /// Functions compiled because no identical function was stored.
     pub misses: AtomicU64,
-    /// Functions stored for reuse.
-    pub stored: AtomicU64,
     /// Entries dropped to stay within [`CODE_REUSE_BYTES`].
     pub evicted: AtomicU64,
 }
@@ -104,7 +102,6 @@ impl CacheStore for CodeReuse {
             }
         }
         entries.bytes += size;
-        self.stats.stored.fetch_add(1, Ordering::Relaxed);
         entries.order.push_back(key.to_vec());
         entries.map.insert(key.to_vec(), value);
         true
