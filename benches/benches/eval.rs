@@ -18,7 +18,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use evaluator_core::{Options, Ruleset};
-use flagforge_protocol::{decode, value::encode_context, Context, Resolution};
+use flagforge_protocol::{Context, Resolution};
+use flagforge_runtime::{Prepared, Runtime};
 use wasm_host::{Host, Limits};
 
 /// Flags measured one at a time: a rollout, a segment lookup with semver, a plain comparison.
@@ -37,15 +38,24 @@ fn contexts() -> Vec<Context> {
         .collect()
 }
 
-fn native_bytes(native: &Ruleset, flag: &str, ctx: &Context) -> Resolution {
-    let bytes = encode_context(ctx).expect("encode");
-    decode(&native.evaluate_encoded(flag.as_bytes(), &bytes, 0)).expect("decode")
+/// The native evaluator behind the host runtime: the positional context a host sends, one
+/// result record, expanded from the manifest (the module's path, without the sandbox).
+fn native_bytes(native: &Ruleset, runtime: &Runtime, flag: &str, ctx: &Context) -> Resolution {
+    match runtime.prepare(flag, ctx, false) {
+        Prepared::Call { flag: i, context } => {
+            let mut out = Vec::with_capacity(64);
+            native.evaluate_record(i, &context, 0, &mut out);
+            runtime.finish(i, &out).expect("record")
+        }
+        Prepared::Answer(r) | Prepared::Constant(r) | Prepared::Refused(r, _) => r,
+    }
 }
 
 fn bench(c: &mut Criterion) {
     let compiled =
         flagforge_compiler::compile_path(&rules_examples::dir("checkout")).expect("compile");
     let native = Ruleset::decode(&compiled.rules).expect("rules");
+    let runtime = Runtime::new(native.manifest(), usize::MAX);
     let wasm = Host::new(Limits::default())
         .expect("engine")
         .load(&compiled.module)
@@ -59,7 +69,7 @@ fn bench(c: &mut Criterion) {
         );
         for flag in ONE_FLAG {
             assert_eq!(
-                native_bytes(&native, flag, ctx),
+                native_bytes(&native, &runtime, flag, ctx),
                 wasm.evaluate(flag, ctx, false)
             );
         }
@@ -77,7 +87,12 @@ fn bench(c: &mut Criterion) {
         g.bench_function("native_bytes", |b| {
             b.iter(|| {
                 for ctx in &ctxs {
-                    black_box(native_bytes(&native, black_box(flag), black_box(ctx)));
+                    black_box(native_bytes(
+                        &native,
+                        &runtime,
+                        black_box(flag),
+                        black_box(ctx),
+                    ));
                 }
             })
         });

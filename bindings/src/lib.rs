@@ -19,7 +19,8 @@ use std::rc::Rc;
 use flagforge_protocol::abi;
 use flagforge_protocol::limits::{MAX_CONTEXT_BYTES, MAX_MODULE_BYTES};
 use flagforge_protocol::value::encode_context;
-use flagforge_protocol::{decode, ErrorCode, Manifest, Resolution, Value};
+use flagforge_protocol::{decode, encode, Manifest, Resolution, Value};
+use flagforge_runtime::{load, options, CallError, Prepared, Runtime, EMPTY_CONTEXT};
 use js_sys::{Array, Function, Reflect, Uint8Array, WebAssembly};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -109,40 +110,18 @@ fn to_js(r: &Resolution) -> JsValue {
 /// The module's instance and its exports, resolved once.
 struct Instance {
     memory: WebAssembly::Memory,
-    alloc: Function,
-    free: Function,
+    input: Function,
     evaluate: Function,
     evaluate_all: Function,
-}
-
-/// Why a call produced no result from the module (answered with the flag's `on_error`).
-enum CallError {
-    Context(String),
-    Trap(String),
-    BadResult(String),
-}
-
-impl CallError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            CallError::Context(_) => ErrorCode::InvalidContext,
-            _ => ErrorCode::General,
-        }
-    }
-    fn message(&self) -> String {
-        match self {
-            CallError::Context(m) => m.clone(),
-            CallError::Trap(m) => format!("module trapped: {m}"),
-            CallError::BadResult(m) => format!("module returned a malformed result: {m}"),
-        }
-    }
+    /// The instance's input region as last reserved: (address, capacity).
+    region: std::cell::Cell<Option<(u32, u32)>>,
 }
 
 fn export(exports: &JsValue, name: &str) -> Result<JsValue, JsValue> {
     let v = Reflect::get(exports, &name.into())?;
     if v.is_undefined() {
         return Err(load_error(
-            "missing_export",
+            load::MISSING_EXPORT,
             format!("the module does not export `{name}`"),
         ));
     }
@@ -152,7 +131,7 @@ fn export(exports: &JsValue, name: &str) -> Result<JsValue, JsValue> {
 fn function(exports: &JsValue, name: &str) -> Result<Function, JsValue> {
     export(exports, name)?.dyn_into::<Function>().map_err(|_| {
         load_error(
-            "missing_export",
+            load::MISSING_EXPORT,
             format!("the module's `{name}` is not a function"),
         )
     })
@@ -172,15 +151,22 @@ fn as_u64(v: &JsValue) -> Option<u64> {
 impl Instance {
     async fn new(module: &WebAssembly::Module) -> Result<Instance, JsValue> {
         let promise = WebAssembly::instantiate_module(module, &js_sys::Object::new());
-        let instance: WebAssembly::Instance = JsFuture::from(promise).await?.dyn_into()?;
+        let instance: WebAssembly::Instance = JsFuture::from(promise)
+            .await
+            .map_err(|e| load_error(load::INSTANTIATE, trap_text(&e)))?
+            .dyn_into()?;
         let exports = instance.exports();
         let memory = export(&exports, abi::EXPORT_MEMORY)?
             .dyn_into::<WebAssembly::Memory>()
-            .map_err(|_| load_error("missing_export", "`memory` is not a memory"))?;
-        let version = function(&exports, abi::EXPORT_ABI_VERSION)?.call0(&JsValue::NULL)?;
+            .map_err(|_| load_error(load::MISSING_EXPORT, "`memory` is not a memory"))?;
+        let version = function(&exports, abi::EXPORT_ABI_VERSION)?
+            .call0(&JsValue::NULL)
+            .map_err(|e| {
+                load_error(load::UNUSABLE, format!("ff_abi_version: {}", trap_text(&e)))
+            })?;
         if as_u32(&version) != Some(abi::ABI_VERSION) {
             return Err(load_error(
-                "abi_version",
+                load::ABI_VERSION,
                 format!(
                     "the module speaks ABI version {:?}; this package speaks {}",
                     version.as_f64(),
@@ -190,10 +176,10 @@ impl Instance {
         }
         Ok(Instance {
             memory,
-            alloc: function(&exports, abi::EXPORT_ALLOC)?,
-            free: function(&exports, abi::EXPORT_FREE)?,
+            input: function(&exports, abi::EXPORT_INPUT)?,
             evaluate: function(&exports, abi::EXPORT_EVALUATE)?,
             evaluate_all: function(&exports, abi::EXPORT_EVALUATE_ALL)?,
+            region: std::cell::Cell::new(None),
         })
     }
 
@@ -202,74 +188,59 @@ impl Instance {
         Uint8Array::new(&self.memory.buffer())
     }
 
-    /// Copies `data` into a fresh module buffer; `(0, 0)` for empty input.
-    fn put(&self, data: &[u8]) -> Result<(u32, u32), CallError> {
-        if data.is_empty() {
-            return Ok((0, 0));
-        }
-        let len =
-            u32::try_from(data.len()).map_err(|_| CallError::Context("input too large".into()))?;
-        let ptr = self
-            .alloc
-            .call1(&JsValue::NULL, &len.into())
-            .map_err(trap)?;
-        let ptr = as_u32(&ptr).filter(|p| *p != 0).ok_or_else(|| {
-            CallError::Trap("the module could not allocate an input buffer".into())
-        })?;
-        let mem = self.bytes();
-        if u64::from(ptr) + u64::from(len) > u64::from(mem.length()) {
-            return Err(CallError::BadResult("input buffer outside memory".into()));
-        }
-        mem.subarray(ptr, ptr + len).copy_from(data);
-        Ok((ptr, len))
-    }
-
-    fn release(&self, (ptr, len): (u32, u32)) {
-        if len > 0 {
-            let _ = self.free.call2(&JsValue::NULL, &ptr.into(), &len.into());
-        }
-    }
-
-    /// Copies a packed result out of the module and frees it.
-    fn take(&self, packed: &JsValue) -> Result<Vec<u8>, CallError> {
-        let (ptr, len) = abi::unpack(
-            as_u64(packed).ok_or_else(|| CallError::BadResult("not an i64 location".into()))?,
-        );
+    /// Writes `context` into the input region, reserving a larger one first when it does not
+    /// fit (the region only grows). Returns the context's length.
+    fn write_input(&self, context: &[u8]) -> Result<u32, CallError> {
+        let len = u32::try_from(context.len()).map_err(|_| CallError::OutOfMemory)?;
+        let ptr = match self.region.get() {
+            Some((ptr, cap)) if cap >= len => ptr,
+            _ => {
+                let cap = len.max(1024).checked_next_power_of_two().unwrap_or(len);
+                let ptr = self
+                    .input
+                    .call1(&JsValue::NULL, &cap.into())
+                    .map_err(trap)?;
+                let ptr = as_u32(&ptr)
+                    .filter(|p| *p != 0)
+                    .ok_or(CallError::OutOfMemory)?;
+                self.region.set(Some((ptr, cap)));
+                ptr
+            }
+        };
         let mem = self.bytes();
         if u64::from(ptr) + u64::from(len) > u64::from(mem.length()) {
             return Err(CallError::BadResult(
-                "result location outside memory".into(),
+                "input region lies outside memory".into(),
             ));
+        }
+        mem.subarray(ptr, ptr + len).copy_from(context);
+        Ok(len)
+    }
+
+    /// One call: `ff_evaluate` (`flag` `Some`) or `ff_evaluate_all`; the answer's bytes.
+    fn call(&self, flag: Option<u32>, context: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
+        let len = self.write_input(context)?;
+        let packed = match flag {
+            Some(f) => self
+                .evaluate
+                .call3(&JsValue::NULL, &f.into(), &len.into(), &options.into()),
+            None => self
+                .evaluate_all
+                .call2(&JsValue::NULL, &len.into(), &options.into()),
+        }
+        .map_err(trap)?;
+        let (ptr, len) = abi::unpack(
+            as_u64(&packed).ok_or_else(|| CallError::BadResult("not an i64 location".into()))?,
+        );
+        let mem = self.bytes();
+        if u64::from(ptr) + u64::from(len) > u64::from(mem.length()) {
+            return Err(CallError::BadResult(format!(
+                "answer {ptr}+{len} lies outside memory"
+            )));
         }
         let mut out = vec![0u8; len as usize];
         mem.subarray(ptr, ptr + len).copy_to(&mut out);
-        self.release((ptr, len));
         Ok(out)
-    }
-
-    fn evaluate(&self, key: &[u8], ctx: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
-        let k = self.put(key)?;
-        let c = self.put(ctx).inspect_err(|_| self.release(k))?;
-        let args = Array::of5(
-            &k.0.into(),
-            &k.1.into(),
-            &c.0.into(),
-            &c.1.into(),
-            &options.into(),
-        );
-        let packed = self.evaluate.apply(&JsValue::NULL, &args);
-        self.release(k);
-        self.release(c);
-        self.take(&packed.map_err(trap)?)
-    }
-
-    fn evaluate_all(&self, ctx: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
-        let c = self.put(ctx)?;
-        let packed =
-            self.evaluate_all
-                .call3(&JsValue::NULL, &c.0.into(), &c.1.into(), &options.into());
-        self.release(c);
-        self.take(&packed.map_err(trap)?)
     }
 }
 
@@ -287,12 +258,15 @@ fn trap(e: JsValue) -> CallError {
 pub struct FlagEngine {
     module: WebAssembly::Module,
     instance: Rc<RefCell<Option<Instance>>>,
-    manifest: Manifest,
+    /// Addressing, encoding, expansion and remembered answers (`flagforge-runtime`).
+    runtime: Runtime,
     manifest_js: JsValue,
     hash: String,
     size: usize,
-    reads: std::collections::HashMap<String, Vec<String>>,
-    reads_all: Vec<String>,
+    /// Per flag, the context members read from a JavaScript object: the attributes its answer
+    /// can depend on, and `targetingKey`.
+    picks: std::collections::HashMap<String, Vec<String>>,
+    picks_all: Vec<String>,
 }
 
 #[wasm_bindgen]
@@ -305,25 +279,31 @@ impl FlagEngine {
         let data = bytes.to_vec();
         if data.len() > MAX_MODULE_BYTES {
             return Err(load_error(
-                "too_large",
+                load::TOO_LARGE,
                 format!(
                     "module is {} bytes; the limit is {MAX_MODULE_BYTES} bytes",
                     data.len()
                 ),
             ));
         }
+        if data.get(..4) != Some(b"\0asm".as_slice()) {
+            return Err(load_error(
+                load::BAD_MAGIC,
+                "not a WebAssembly module (bad magic bytes)",
+            ));
+        }
         let compiled = JsFuture::from(WebAssembly::compile(&bytes))
             .await
             .map_err(|e| {
                 load_error(
-                    "invalid_module",
+                    load::INVALID_MODULE,
                     format!("not a valid module: {}", trap_text(&e)),
                 )
             })?;
         let module: WebAssembly::Module = compiled.dyn_into()?;
         if WebAssembly::Module::imports(&module).length() > 0 {
             return Err(load_error(
-                "imports",
+                load::IMPORTS,
                 "the module imports functions; flagforge modules import nothing",
             ));
         }
@@ -334,15 +314,35 @@ impl FlagEngine {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        let with_targeting_key = |mut names: Vec<String>| {
+            names.push(flagforge_protocol::TARGETING_KEY.to_owned());
+            names
+        };
+        let picks = manifest
+            .answer_reads()
+            .into_iter()
+            .map(|(k, names)| (k, with_targeting_key(names)))
+            .collect();
+        let picks_all = with_targeting_key(manifest.all_reads());
+        let mut runtime = Runtime::new(manifest, MAX_CONTEXT_BYTES);
+        // The answers of flags that read nothing cannot change: ask once, remember.
+        for flag in runtime.constant_flags() {
+            let answer = instance
+                .call(Some(flag), EMPTY_CONTEXT, 0)
+                .and_then(|record| runtime.finish(flag, &record));
+            if let Ok(r) = answer {
+                runtime.remember(flag, r);
+            }
+        }
         Ok(FlagEngine {
             module,
             instance: Rc::new(RefCell::new(Some(instance))),
-            reads: manifest.answer_reads(),
-            reads_all: manifest.all_reads(),
-            manifest,
+            runtime,
             manifest_js,
             hash,
             size: data.len(),
+            picks,
+            picks_all,
         })
     }
 
@@ -361,7 +361,7 @@ impl FlagEngine {
     /// The ruleset name.
     #[wasm_bindgen(getter)]
     pub fn ruleset(&self) -> String {
-        self.manifest.ruleset.clone()
+        self.runtime.manifest().ruleset.clone()
     }
 
     /// Module size in bytes.
@@ -379,21 +379,10 @@ impl FlagEngine {
         context: JsValue,
         explain: Option<bool>,
     ) -> JsValue {
-        let options = if explain.unwrap_or(false) {
-            abi::OPT_EXPLAIN
-        } else {
-            0
-        };
-        let out = self
-            .context_bytes(&context, Some(flag_key))
-            .and_then(|c| self.with_instance(|i| i.evaluate(flag_key.as_bytes(), &c, options)))
-            .and_then(|b| {
-                decode::<Resolution>(&b).map_err(|e| CallError::BadResult(e.to_string()))
-            });
-        to_js(&out.unwrap_or_else(|e| self.fallback(flag_key, &e)))
+        to_js(&self.resolve(flag_key, &context, explain.unwrap_or(false)))
     }
 
-    /// Evaluates every flag, in declaration order.
+    /// Evaluates every flag, in declaration order, in one call.
     #[wasm_bindgen(js_name = evaluateAll, unchecked_return_type = "FlagResult[]")]
     pub fn evaluate_all(
         &self,
@@ -401,24 +390,26 @@ impl FlagEngine {
         context: JsValue,
         explain: Option<bool>,
     ) -> JsValue {
-        let options = if explain.unwrap_or(false) {
-            abi::OPT_EXPLAIN
-        } else {
-            0
-        };
-        let out = self
-            .context_bytes(&context, None)
-            .and_then(|c| self.with_instance(|i| i.evaluate_all(&c, options)))
-            .and_then(|b| {
-                decode::<Vec<Resolution>>(&b).map_err(|e| CallError::BadResult(e.to_string()))
+        let explain = explain.unwrap_or(false);
+        let out = context::pick_context(&context, &self.picks_all)
+            .map_err(|e| CallError::Encode(e.0))
+            .and_then(|ctx| self.runtime.encode(None, &ctx))
+            .and_then(|c| {
+                self.with_instance(|i| {
+                    let records = i.call(None, &c, options(explain))?;
+                    self.runtime.finish_all(&records)
+                })
             });
         let results: Vec<Resolution> = match out {
             Ok(r) => r,
-            Err(e) => self
-                .manifest
+            // As in wasm-host: each flag from the attributes it reads, so only the flags that
+            // read the offending input fail.
+            Err(_) => self
+                .runtime
+                .manifest()
                 .flags
                 .iter()
-                .map(|f| self.fallback(&f.key, &e))
+                .map(|f| self.resolve(&f.key, &context, explain))
                 .collect(),
         };
         results.iter().map(to_js).collect::<Array>().into()
@@ -436,8 +427,9 @@ impl FlagEngine {
         Ok(Uint8Array::from(bytes.as_slice()))
     }
 
-    /// The module's raw result bytes for one flag and already-encoded context bytes (the
-    /// byte-level contract every host is tested on). `null` if the module gave no result.
+    /// The result bytes (MessagePack, `ABI.md` "Results") for one flag and canonical context
+    /// bytes: the byte-level contract every host is tested on. Context bytes that do not
+    /// decode answer `PARSE_ERROR`. (Always a value; `null` is no longer returned.)
     #[wasm_bindgen(js_name = evaluateBytes)]
     pub fn evaluate_bytes(
         &self,
@@ -445,25 +437,27 @@ impl FlagEngine {
         context: &[u8],
         explain: Option<bool>,
     ) -> Option<Uint8Array> {
-        let options = if explain.unwrap_or(false) {
-            abi::OPT_EXPLAIN
-        } else {
-            0
-        };
-        self.with_instance(|i| i.evaluate(flag_key.as_bytes(), context, options))
-            .ok()
-            .map(|b| Uint8Array::from(b.as_slice()))
+        let explain = explain.unwrap_or(false);
+        let r = self.answer(
+            flag_key,
+            self.runtime.prepare_canonical(flag_key, context, explain),
+            explain,
+        );
+        encode(&r).ok().map(|b| Uint8Array::from(b.as_slice()))
     }
 
-    /// The module's raw result bytes for every flag (a MessagePack list in declaration order).
+    /// The result bytes for every flag (a MessagePack list in declaration order).
     #[wasm_bindgen(js_name = evaluateAllBytes)]
     pub fn evaluate_all_bytes(&self, context: &[u8], explain: Option<bool>) -> Option<Uint8Array> {
-        let options = if explain.unwrap_or(false) {
-            abi::OPT_EXPLAIN
-        } else {
-            0
-        };
-        self.with_instance(|i| i.evaluate_all(context, options))
+        let explain = explain.unwrap_or(false);
+        let out = self.runtime.translate(None, context).and_then(|c| {
+            self.with_instance(|i| {
+                let records = i.call(None, &c, options(explain))?;
+                self.runtime.finish_all(&records)
+            })
+        });
+        let results = out.unwrap_or_else(|e| self.runtime.fallback_all(&e));
+        encode(&results)
             .ok()
             .map(|b| Uint8Array::from(b.as_slice()))
     }
@@ -492,22 +486,16 @@ impl FlagEngine {
         let now = now_ms.unwrap_or_else(js_sys::Date::now) as i64;
         let mut decisions = std::collections::BTreeMap::new();
         for flag in &flags {
-            if self.manifest.flag(flag).is_none() {
+            if self.runtime.manifest().flag(flag).is_none() {
                 return Err(load_error(
                     "unknown_flag",
                     format!(
                         "flag `{flag}` is not defined in ruleset `{}`",
-                        self.manifest.ruleset
+                        self.runtime.manifest().ruleset
                     ),
                 ));
             }
-            let r = self
-                .context_bytes(&context, Some(flag))
-                .and_then(|c| self.with_instance(|i| i.evaluate(flag.as_bytes(), &c, 0)))
-                .and_then(|b| {
-                    decode::<Resolution>(&b).map_err(|e| CallError::BadResult(e.to_string()))
-                })
-                .unwrap_or_else(|e| self.fallback(flag, &e));
+            let r = self.resolve(flag, &context, false);
             decisions.insert(
                 flag.clone(),
                 flagforge_decision::Carried {
@@ -524,7 +512,7 @@ impl FlagEngine {
             expires_at_ms: now.saturating_add(ttl_ms as i64),
             key_id: String::new(),
             rulesets: vec![flagforge_decision::RulesetRef {
-                name: self.manifest.ruleset.clone(),
+                name: self.runtime.manifest().ruleset.clone(),
                 version: version.map(|v| v as u64),
                 sha256: self.hash.clone(),
             }],
@@ -590,18 +578,25 @@ fn trap_text(e: &JsValue) -> String {
 
 async fn read_manifest(module: &WebAssembly::Module) -> Result<Manifest, JsValue> {
     let promise = WebAssembly::instantiate_module(module, &js_sys::Object::new());
-    let instance: WebAssembly::Instance = JsFuture::from(promise).await?.dyn_into()?;
+    let instance: WebAssembly::Instance = JsFuture::from(promise)
+        .await
+        .map_err(|e| load_error(load::INSTANTIATE, trap_text(&e)))?
+        .dyn_into()?;
     let exports = instance.exports();
-    let memory: WebAssembly::Memory = export(&exports, abi::EXPORT_MEMORY)?.dyn_into()?;
-    let packed = function(&exports, abi::EXPORT_MANIFEST)?.call0(&JsValue::NULL)?;
+    let memory: WebAssembly::Memory = export(&exports, abi::EXPORT_MEMORY)?
+        .dyn_into()
+        .map_err(|_| load_error(load::MISSING_EXPORT, "`memory` is not a memory"))?;
+    let packed = function(&exports, abi::EXPORT_MANIFEST)?
+        .call0(&JsValue::NULL)
+        .map_err(|e| load_error(load::UNUSABLE, format!("ff_manifest: {}", trap_text(&e))))?;
     let (ptr, len) = abi::unpack(
         as_u64(&packed)
-            .ok_or_else(|| load_error("bad_manifest", "ff_manifest returned no location"))?,
+            .ok_or_else(|| load_error(load::BAD_MANIFEST, "ff_manifest returned no location"))?,
     );
     let mem = Uint8Array::new(&memory.buffer());
     if u64::from(ptr) + u64::from(len) > u64::from(mem.length()) {
         return Err(load_error(
-            "bad_manifest",
+            load::BAD_MANIFEST,
             "manifest location outside memory",
         ));
     }
@@ -610,51 +605,55 @@ async fn read_manifest(module: &WebAssembly::Module) -> Result<Manifest, JsValue
     match decode::<flagforge_protocol::manifest::ManifestReply>(&bytes) {
         Ok(flagforge_protocol::manifest::ManifestReply::Ok(m)) => Ok(m),
         Ok(flagforge_protocol::manifest::ManifestReply::Error(why)) => Err(load_error(
-            "no_rules",
+            load::NO_RULES,
             format!("the module cannot serve: {why}"),
         )),
         Err(e) => Err(load_error(
-            "bad_manifest",
+            load::BAD_MANIFEST,
             format!("unreadable manifest: {e}"),
         )),
     }
 }
 
 impl FlagEngine {
-    /// The encoded context for one flag (`Some`) or for all flags (`None`): only the
-    /// attributes the answers can depend on, as wasm-host sends.
-    fn context_bytes(&self, context: &JsValue, flag: Option<&str>) -> Result<Vec<u8>, CallError> {
-        let names = match flag {
-            Some(f) => self.reads.get(f).map_or(&[][..], Vec::as_slice),
-            None => &self.reads_all,
-        };
-        let ctx = context::pick_context(context, names).map_err(|e| CallError::Context(e.0))?;
-        let bytes = encode_context(&ctx).map_err(|e| CallError::Context(e.to_string()))?;
-        if bytes.len() > MAX_CONTEXT_BYTES {
-            return Err(CallError::Context(format!(
-                "context is {} bytes encoded; the limit is {MAX_CONTEXT_BYTES} bytes",
-                bytes.len()
-            )));
+    /// One flag for a JavaScript context object: only the members its answer can depend on
+    /// are read.
+    fn resolve(&self, key: &str, context: &JsValue, explain: bool) -> Resolution {
+        let names = self.picks.get(key).map_or(&[][..], Vec::as_slice);
+        match context::pick_context(context, names) {
+            Ok(ctx) => self.answer(key, self.runtime.prepare(key, &ctx, explain), explain),
+            Err(e) => self.runtime.fallback(key, &CallError::Encode(e.0)),
         }
-        Ok(bytes)
+    }
+
+    fn answer(&self, key: &str, prepared: Prepared, explain: bool) -> Resolution {
+        match prepared {
+            Prepared::Call { flag, context } => self
+                .with_instance(|i| {
+                    let record = i.call(Some(flag), &context, options(explain))?;
+                    self.runtime.finish(flag, &record)
+                })
+                .unwrap_or_else(|e| self.runtime.fallback(key, &e)),
+            Prepared::Constant(r) | Prepared::Answer(r) | Prepared::Refused(r, _) => r,
+        }
     }
 
     /// Runs `f` on the instance. After a trap the instance is discarded, as in wasm-host, and
     /// a fresh one is instantiated in the background; until it is ready, calls answer
     /// `on_error`.
-    fn with_instance(
+    fn with_instance<R>(
         &self,
-        f: impl FnOnce(&Instance) -> Result<Vec<u8>, CallError>,
-    ) -> Result<Vec<u8>, CallError> {
+        f: impl FnOnce(&Instance) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
         let result = match self.instance.borrow().as_ref() {
             Some(i) => f(i),
             None => {
-                return Err(CallError::Trap(
+                return Err(CallError::Instantiate(
                     "the module is being re-instantiated".into(),
                 ))
             }
         };
-        if matches!(result, Err(CallError::Trap(_) | CallError::BadResult(_))) {
+        if result.as_ref().is_err_and(CallError::discards_instance) {
             self.instance.borrow_mut().take();
             self.reinstantiate();
         }
@@ -668,9 +667,5 @@ impl FlagEngine {
                 *slot.borrow_mut() = Some(fresh);
             }
         });
-    }
-
-    fn fallback(&self, key: &str, err: &CallError) -> Resolution {
-        self.manifest.fallback(key, err.code(), err.message())
     }
 }

@@ -33,6 +33,12 @@ for (const name of goldenNames) {
   });
 }
 
+test("chromium: the host-conformance corpus gives every host's codes", async () => {
+  const { wrong, checked } = await page.evaluate(() => window.runHostCases());
+  assert.deepEqual(wrong, []);
+  console.log(`chromium: ${checked} host-conformance cases, 0 differ`);
+});
+
 test("chromium: context encodings match the Rust encoder", async () => {
   const g = JSON.parse(readFileSync(path.join(root, "corpus/golden/encoding.json"), "utf8"));
   const actual = await page.evaluate(() => window.runEncodings());

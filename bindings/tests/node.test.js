@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { root, golden, goldenNames, moduleBytes, modulesDir, disagreements } from "./common.js";
-import { runCases, runEncodings } from "./run-cases.js";
+import { runCases, runEncodings, runHostCases } from "./run-cases.js";
 
 const { FlagEngine } = await import(path.join(root, "bindings/pkg/index.node.js"));
 const sha256 = async (bytes) => createHash("sha256").update(bytes).digest("hex");
@@ -23,6 +23,13 @@ for (const name of goldenNames) {
     console.log(`node: ${name}: ${results.length} cases, 0 disagreements`);
   });
 }
+
+test("node: the host-conformance corpus gives every host's codes", async () => {
+  const corpus = JSON.parse(readFileSync(path.join(root, "corpus/host/cases.json"), "utf8"));
+  const { wrong, checked } = await runHostCases(FlagEngine, corpus, moduleBytes("checkout"));
+  assert.deepEqual(wrong, []);
+  console.log(`node: ${checked} host-conformance cases, 0 differ`);
+});
 
 test("node: context encodings match the Rust encoder", () => {
   const g = JSON.parse(readFileSync(path.join(root, "corpus/golden/encoding.json"), "utf8"));
@@ -64,7 +71,7 @@ test("node: bad input is a result, never an exception", async () => {
 
 test("node: hostile module bytes are refused with a code", async () => {
   const cases = [
-    [new Uint8Array([1, 2, 3]), "invalid_module"],
+    [new Uint8Array([1, 2, 3]), "bad_magic"],
     // (module (import "env" "f" (func))) — imports something.
     [new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 2, 9, 1, 3, 101, 110, 118, 1, 102, 0, 0]), "imports"],
     // (module) — valid, but not a flagforge module.

@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use evaluator_core::Ruleset;
 use flagforge_compiler::{Case, Compiled};
-use flagforge_protocol::{abi, decode, value::encode_context, Resolution};
+use flagforge_protocol::{abi, decode, encode, value::encode_context, Resolution};
+use flagforge_runtime::{options, Prepared, Runtime};
 use wasm_host::{Host, Limits, LoadedModule};
 
 /// One failing case.
@@ -76,6 +77,8 @@ pub struct Engines {
     pub native: Ruleset,
     /// The module in wasmtime.
     pub wasm: LoadedModule,
+    /// The host runtime over the native evaluator (the module's runtime is inside `wasm`).
+    runtime: Runtime,
 }
 
 impl Engines {
@@ -83,20 +86,53 @@ impl Engines {
     pub fn new(compiled: &Compiled) -> Result<Engines> {
         let native = Ruleset::decode(&compiled.rules)?;
         let wasm = Host::new(Limits::default())?.load(&compiled.module)?;
-        Ok(Engines { native, wasm })
+        let runtime = Runtime::new(native.manifest(), usize::MAX);
+        Ok(Engines {
+            native,
+            wasm,
+            runtime,
+        })
     }
 
-    /// Evaluates a case on both; returns (native bytes, wasmtime bytes) per option set.
+    /// The native evaluator behind the host runtime: what a host serves, with evaluator-core
+    /// in place of the module.
+    fn native_one(&self, key: &str, ctx: &[u8], explain: bool) -> Resolution {
+        match self.runtime.prepare_canonical(key, ctx, explain) {
+            Prepared::Call { flag, context } => {
+                let mut out = Vec::new();
+                self.native
+                    .evaluate_record(flag, &context, options(explain), &mut out);
+                self.runtime
+                    .finish(flag, &out)
+                    .unwrap_or_else(|e| self.runtime.fallback(key, &e))
+            }
+            Prepared::Answer(r) | Prepared::Constant(r) | Prepared::Refused(r, _) => r,
+        }
+    }
+
+    fn native_all(&self, ctx: &[u8], explain: bool) -> Vec<Resolution> {
+        let out = self.runtime.translate(None, ctx).and_then(|context| {
+            let mut out = Vec::new();
+            self.native
+                .evaluate_all_records(&context, options(explain), &mut out);
+            self.runtime.finish_all(&out)
+        });
+        out.unwrap_or_else(|e| self.runtime.fallback_all(&e))
+    }
+
+    /// Evaluates a case on both; returns the encoded results (native, wasmtime) for the
+    /// option bits `options`.
     pub fn both(&self, case: &Case, options: u32) -> Result<(Vec<u8>, Vec<u8>)> {
         let ctx = encode_context(&case.context)?;
+        let explain = options & abi::OPT_EXPLAIN != 0;
         Ok(match &case.flag {
             Some(flag) => (
-                self.native.evaluate_encoded(flag.as_bytes(), &ctx, options),
-                self.wasm.evaluate_raw(flag.as_bytes(), &ctx, options)?,
+                encode(&self.native_one(flag, &ctx, explain))?,
+                encode(&self.wasm.evaluate_canonical(flag, &ctx, explain))?,
             ),
             None => (
-                self.native.evaluate_all_encoded(&ctx, options),
-                self.wasm.evaluate_all_raw(&ctx, options)?,
+                encode(&self.native_all(&ctx, explain))?,
+                encode(&self.wasm.evaluate_all_canonical(&ctx, explain))?,
             ),
         })
     }

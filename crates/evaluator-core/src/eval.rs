@@ -10,19 +10,19 @@
 
 use std::cmp::Ordering;
 
+use flagforge_protocol::abi::Record;
 use flagforge_protocol::{
     abi, Context, ErrorCode, Explanation, FlagInfo, Lifecycle, Manifest, Reason, Resolution, Step,
     Value, VariantInfo,
 };
 use regex_lite::Regex;
 use semver::Version;
-use serde::Serialize;
 
 use crate::bind::{bind, Needs, Slot, Slots, V};
 use crate::ir::{
     Action, ArithOp, AttrIr, CmpOp, Expr, FlagIr, Lit, RulesetIr, SetIr, StrOp, IR_FORMAT,
 };
-use crate::wire::bind_bytes;
+use crate::wire::bind_positional;
 use crate::{bucket, LoadError};
 
 /// Evaluation options.
@@ -77,22 +77,6 @@ struct Decision {
     /// (reason, variant index, deciding rule) or the failure.
     outcome: Result<(Reason, u32, Option<u32>), EvalError>,
     steps: Option<Vec<Step>>,
-}
-
-/// [`Resolution`] borrowed: same field names, order and skipping, so the same bytes.
-#[derive(Serialize)]
-struct ResolutionRef<'a> {
-    key: &'a str,
-    value: &'a Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    variant: Option<&'a str>,
-    reason: Reason,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<ErrorCode>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_message: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    explain: Option<&'a Explanation>,
 }
 
 #[derive(Debug)]
@@ -369,46 +353,43 @@ impl Ruleset {
             .collect()
     }
 
-    /// The ABI entry point for one flag: flag key bytes and MessagePack context in,
-    /// MessagePack result out. Never fails: bad input becomes a result with reason `ERROR`.
-    #[must_use]
-    pub fn evaluate_encoded(&self, key: &[u8], ctx: &[u8], options: u32) -> Vec<u8> {
+    /// The ABI entry point for one flag: flag number `index` (its position in the manifest)
+    /// and a positional context in, one result record appended to `out`
+    /// ([`flagforge_protocol::abi::Record`]). Never fails: bad input becomes a record with
+    /// reason `ERROR`.
+    pub fn evaluate_record(&self, index: u32, ctx: &[u8], options: u32, out: &mut Vec<u8>) {
         let opts = Options::from_bits(options);
-        let Ok(key) = std::str::from_utf8(key) else {
-            let r = Resolution::error(
-                "",
-                Value::Null,
-                None,
-                ErrorCode::FlagNotFound,
-                "flag key is not valid UTF-8",
+        let index = index as usize;
+        if index >= self.ir.flags.len() {
+            let message = format!(
+                "flag number {index} is not defined in ruleset `{}`",
+                self.ir.name
             );
-            return flagforge_protocol::encode(&r).unwrap_or_default();
-        };
-        let Some(index) = self.find(key) else {
-            return flagforge_protocol::encode(&self.not_found(key)).unwrap_or_default();
-        };
-        let mut out = Vec::with_capacity(128);
-        let needs = self.needs.get(index);
-        let decision = match bind_bytes(&self.ir.schema, self.alias, ctx, needs) {
+            Record {
+                reason: Reason::Error,
+                error: Some(ErrorCode::FlagNotFound),
+                variant: None,
+                message: &message,
+                explain: &[],
+            }
+            .write(out);
+            return;
+        }
+        let decision = match bind_positional(&self.ir.schema, ctx, self.needs.get(index)) {
             Ok(slots) => self.decision(index, &slots, opts),
             Err(e) => self.parse_failure(index, &e.0),
         };
-        self.write(&decision, &mut out);
-        out
+        self.write(&decision, out);
     }
 
-    /// The ABI entry point for all flags: a MessagePack list of results in declaration order.
-    #[must_use]
-    pub fn evaluate_all_encoded(&self, ctx: &[u8], options: u32) -> Vec<u8> {
+    /// The ABI entry point for all flags: one record per flag, in declaration order.
+    pub fn evaluate_all_records(&self, ctx: &[u8], options: u32, out: &mut Vec<u8>) {
         let opts = Options::from_bits(options);
         let n = self.ir.flags.len();
-        let mut out = Vec::with_capacity(64 * n + 8);
-        let _ = rmp::encode::write_array_len(&mut out, n as u32);
-        match bind_bytes(&self.ir.schema, self.alias, ctx, None) {
-            Ok(slots) => (0..n).for_each(|i| self.write(&self.decision(i, &slots, opts), &mut out)),
-            Err(e) => (0..n).for_each(|i| self.write(&self.parse_failure(i, &e.0), &mut out)),
+        match bind_positional(&self.ir.schema, ctx, None) {
+            Ok(slots) => (0..n).for_each(|i| self.write(&self.decision(i, &slots, opts), out)),
+            Err(e) => (0..n).for_each(|i| self.write(&self.parse_failure(i, &e.0), out)),
         }
-        out
     }
 
     fn parse_failure(&self, index: usize, message: &str) -> Decision {
@@ -482,24 +463,27 @@ impl Ruleset {
         }
     }
 
-    /// Encodes a decision without copying what it borrows; the bytes equal the encoding of
-    /// [`Self::resolution`] (see the `borrowed_encoding_matches_owned` test).
+    /// Writes a decision as a result record: indices instead of values (the host holds them
+    /// in the manifest), the explanation encoded only when asked for.
     fn write(&self, d: &Decision, out: &mut Vec<u8>) {
-        let (variant, value) = self.served(d);
-        let explain = Self::explanation(d);
-        let r = ResolutionRef {
-            key: self.ir.flags.get(d.index).map_or("", |f| f.key.as_str()),
-            value,
-            variant,
+        let variant = self.ir.flags.get(d.index).map(|flag| match &d.outcome {
+            Ok((_, v, _)) => *v,
+            Err(_) => flag.on_error,
+        });
+        let explain = Self::explanation(d)
+            .and_then(|e| rmp_serde::to_vec_named(&e).ok())
+            .unwrap_or_default();
+        Record {
             reason: match &d.outcome {
                 Ok((reason, _, _)) => *reason,
                 Err(_) => Reason::Error,
             },
-            error_code: d.outcome.as_ref().err().map(|e| e.code),
-            error_message: d.outcome.as_ref().err().map(|e| e.message.as_str()),
-            explain: explain.as_ref(),
-        };
-        let _ = rmp_serde::encode::write_named(out, &r);
+            error: d.outcome.as_ref().err().map(|e| e.code),
+            variant: variant.and_then(|v| u16::try_from(v).ok()),
+            message: d.outcome.as_ref().err().map_or("", |e| e.message.as_str()),
+            explain: &explain,
+        }
+        .write(out);
     }
 
     /// Returns (reason, variant index, deciding rule).
@@ -993,6 +977,38 @@ fn num(v: &V) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::ir::RulesetIr;
+    use flagforge_runtime::{Prepared, Runtime};
+
+    /// What every host does, with this evaluator in place of the module: canonical context
+    /// bytes translated to the positional context, one record, expanded from the manifest.
+    fn via_runtime(rules: &Ruleset, key: &str, canonical: &[u8], explain: bool) -> Resolution {
+        let rt = Runtime::new(rules.manifest(), usize::MAX);
+        match rt.prepare_canonical(key, canonical, explain) {
+            Prepared::Call { flag, context } => {
+                let mut out = Vec::new();
+                rules.evaluate_record(
+                    flag,
+                    &context,
+                    flagforge_runtime::options(explain),
+                    &mut out,
+                );
+                rt.finish(flag, &out).unwrap()
+            }
+            Prepared::Answer(r) | Prepared::Constant(r) | Prepared::Refused(r, _) => r,
+        }
+    }
+
+    fn via_runtime_all(rules: &Ruleset, canonical: &[u8], explain: bool) -> Vec<Resolution> {
+        let rt = Runtime::new(rules.manifest(), usize::MAX);
+        match rt.translate(None, canonical) {
+            Ok(context) => {
+                let mut out = Vec::new();
+                rules.evaluate_all_records(&context, flagforge_runtime::options(explain), &mut out);
+                rt.finish_all(&out).unwrap()
+            }
+            Err(e) => rt.fallback_all(&e),
+        }
+    }
 
     #[test]
     fn unknown_flag_is_flag_not_found() {
@@ -1036,7 +1052,7 @@ mod tests {
     }
 
     #[test]
-    fn borrowed_encoding_matches_owned() {
+    fn the_record_path_matches_the_native_path() {
         let rules = Ruleset::from_ir(RulesetIr::example()).unwrap();
         let mut contexts = vec![Context::new()];
         for v in [
@@ -1053,19 +1069,13 @@ mod tests {
             for explain in [false, true] {
                 let bytes = flagforge_protocol::value::encode_context(ctx).unwrap();
                 let owned = rules.evaluate("NewCheckout", ctx, Options { explain });
-                let encoded = rules.evaluate_encoded(b"NewCheckout", &bytes, u32::from(explain));
                 assert_eq!(
-                    flagforge_protocol::encode(&owned).unwrap(),
-                    encoded,
+                    owned,
+                    via_runtime(&rules, "NewCheckout", &bytes, explain),
                     "{ctx:?}"
                 );
                 let all = rules.evaluate_all(ctx, Options { explain });
-                let all_encoded = rules.evaluate_all_encoded(&bytes, u32::from(explain));
-                assert_eq!(
-                    flagforge_protocol::encode(&all).unwrap(),
-                    all_encoded,
-                    "{ctx:?}"
-                );
+                assert_eq!(all, via_runtime_all(&rules, &bytes, explain), "{ctx:?}");
             }
         }
     }
@@ -1077,8 +1087,7 @@ mod tests {
         let mut bytes = vec![0x81, 0xa6];
         bytes.extend_from_slice(b"market");
         bytes.extend_from_slice(&[0xa2, b'F', b'R', 0x00]);
-        let r: Resolution =
-            flagforge_protocol::decode(&rules.evaluate_encoded(b"NewCheckout", &bytes, 0)).unwrap();
+        let r = via_runtime(&rules, "NewCheckout", &bytes, false);
         assert_eq!(r.error_code, Some(ErrorCode::ParseError));
         // {"market": "FR", "market": "DE"}
         let mut dup = vec![0x82];
@@ -1087,19 +1096,44 @@ mod tests {
             dup.extend_from_slice(b"market");
             dup.extend_from_slice(&[0xa2, v[0], v[1]]);
         }
-        let r: Resolution =
-            flagforge_protocol::decode(&rules.evaluate_encoded(b"NewCheckout", &dup, 0)).unwrap();
+        let r = via_runtime(&rules, "NewCheckout", &dup, false);
         assert_eq!(r.error_code, Some(ErrorCode::ParseError));
         assert!(r.error_message.unwrap().contains("duplicate key `market`"));
     }
 
     #[test]
-    fn garbage_context_bytes_are_an_error_result() {
+    fn garbage_positional_contexts_are_error_records() {
         let rules = Ruleset::from_ir(RulesetIr::example()).unwrap();
-        let out = rules.evaluate_encoded(b"NewCheckout", &[0xc1, 0xff], 0);
-        let r: Resolution = flagforge_protocol::decode(&out).unwrap();
-        assert_eq!(r.error_code, Some(ErrorCode::ParseError));
-        assert_eq!(r.variant.as_deref(), Some("off"));
+        let m = rules.manifest();
+        for (bytes, why) in [
+            (&[0xc1, 0xff][..], "context must be a map"),
+            (
+                &[0x81, 0xa1, b'a', 0x01],
+                "map keys must be attribute slots",
+            ),
+            (&[0x81, 0x07, 0x01], "attribute slot 7 is not declared"),
+            (
+                &[0x82, 0x00, 0xc0, 0x00, 0xc0],
+                "attribute slot 0 is out of order or repeated",
+            ),
+            (&[0x80, 0x00], "trailing bytes after the value"),
+        ] {
+            let mut out = Vec::new();
+            rules.evaluate_record(0, bytes, 0, &mut out);
+            let r = m.expand_one(0, &out).unwrap();
+            assert_eq!(r.error_code, Some(ErrorCode::ParseError), "{bytes:02x?}");
+            assert_eq!(r.variant.as_deref(), Some("off"));
+            assert_eq!(
+                r.error_message.as_deref(),
+                Some(format!("context: {why}").as_str())
+            );
+        }
+        let mut out = Vec::new();
+        rules.evaluate_record(9, &[0x80], 0, &mut out);
+        let (record, rest) = flagforge_protocol::abi::Record::read(&out).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(record.error, Some(ErrorCode::FlagNotFound));
+        assert_eq!(record.variant, None);
     }
 
     /// A map of string pairs in the given (possibly non-canonical) key order.
@@ -1132,11 +1166,8 @@ mod tests {
             assert_eq!(rules.manifest().targeting_key, "market");
             let variant = |pairs: &[(&str, Option<&str>)]| {
                 let bytes = string_map(pairs);
-                let r: Resolution =
-                    flagforge_protocol::decode(&rules.evaluate_encoded(b"NewCheckout", &bytes, 0))
-                        .unwrap();
-                let all: Vec<Resolution> =
-                    flagforge_protocol::decode(&rules.evaluate_all_encoded(&bytes, 0)).unwrap();
+                let r = via_runtime(&rules, "NewCheckout", &bytes, false);
+                let all = via_runtime_all(&rules, &bytes, false);
                 assert_eq!(all[0], r, "{pairs:?}");
                 // The native path agrees.
                 let ctx: Context = pairs
@@ -1166,9 +1197,7 @@ mod tests {
                 "null after"
             );
             let dup = string_map(&[(tk, Some("FR")), (tk, Some("FR"))]);
-            let r: Resolution =
-                flagforge_protocol::decode(&rules.evaluate_encoded(b"NewCheckout", &dup, 0))
-                    .unwrap();
+            let r = via_runtime(&rules, "NewCheckout", &dup, false);
             assert_eq!(r.error_code, Some(ErrorCode::ParseError));
         }
     }

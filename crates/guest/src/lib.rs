@@ -8,7 +8,8 @@
 //! `ABI.md` ("Linking the rules").
 //!
 //! Every export answers with data, never a trap: inputs are decoded with explicit limits and
-//! failures become results with reason `ERROR`.
+//! failures become results with reason `ERROR`. The instance owns its input and output
+//! regions; a host never allocates or frees module memory (ABI v2).
 #![expect(
     unsafe_code,
     reason = "the ABI exports take raw pointers into the module's own memory; each block says why it is sound"
@@ -18,7 +19,8 @@
 use std::sync::OnceLock;
 
 use evaluator_core::Ruleset;
-use flagforge_protocol::{abi, encode, ErrorCode, Resolution, Value};
+use flagforge_protocol::abi::Record;
+use flagforge_protocol::{abi, encode, ErrorCode, Reason};
 
 use flagforge_protocol::abi::RULES_MARKER;
 
@@ -83,25 +85,44 @@ fn rules() -> &'static Result<Ruleset, String> {
     })
 }
 
-/// Hands a result buffer to the host: leaks it and returns its packed location.
-fn give(bytes: Vec<u8>) -> u64 {
-    let mut bytes = bytes.into_boxed_slice();
-    let len = bytes.len() as u32;
-    let ptr = bytes.as_mut_ptr() as usize as u32;
-    std::mem::forget(bytes);
-    abi::pack(ptr, len)
+/// The instance's two regions: the host writes each call's context into `input` (grown by
+/// [`ff_input`]); every answer is written into `output`, valid until the next call. Nothing is
+/// allocated per call once both have grown to their working size.
+struct Regions {
+    input: Vec<u8>,
+    output: Vec<u8>,
 }
 
-/// Borrows an input buffer written by the host.
-///
-/// # Safety
-/// `ptr..ptr+len` must be a buffer obtained from [`ff_alloc`] and not yet freed.
-unsafe fn input<'a>(ptr: u32, len: u32) -> &'a [u8] {
-    if len == 0 {
-        return &[];
+thread_local! {
+    static REGIONS: std::cell::RefCell<Regions> = const {
+        std::cell::RefCell::new(Regions { input: Vec::new(), output: Vec::new() })
+    };
+}
+
+/// Runs `write` on the cleared output region with the first `ctx_len` bytes of the input
+/// region (empty when the host names more than it reserved: the context then fails to
+/// decode) and returns the output's packed location.
+fn answer(ctx_len: u32, write: impl FnOnce(&[u8], &mut Vec<u8>)) -> u64 {
+    REGIONS.with(|cell| {
+        let Ok(mut regions) = cell.try_borrow_mut() else {
+            return 0;
+        };
+        let Regions { input, output } = &mut *regions;
+        output.clear();
+        write(input.get(..ctx_len as usize).unwrap_or(&[]), output);
+        abi::pack(output.as_ptr() as usize as u32, output.len() as u32)
+    })
+}
+
+fn fatal(message: &str, out: &mut Vec<u8>) {
+    Record {
+        reason: Reason::Error,
+        error: Some(ErrorCode::ProviderFatal),
+        variant: None,
+        message,
+        explain: &[],
     }
-    // SAFETY: guaranteed by the caller (the ABI contract: buffers come from ff_alloc).
-    unsafe { std::slice::from_raw_parts(ptr as usize as *const u8, len as usize) }
+    .write(out);
 }
 
 /// The ABI version.
@@ -110,96 +131,60 @@ pub extern "C" fn ff_abi_version() -> u32 {
     abi::ABI_VERSION
 }
 
-/// Allocates `len` bytes for the host to write into. Returns 0 if memory is exhausted.
+/// The address of the input region, grown to at least `len` bytes; 0 when memory is
+/// exhausted. The address stays valid until the next call of this function.
 #[no_mangle]
-pub extern "C" fn ff_alloc(len: u32) -> u32 {
-    if len == 0 {
-        return 0;
-    }
-    let mut buf: Vec<u8> = Vec::new();
-    if buf.try_reserve_exact(len as usize).is_err() {
-        return 0;
-    }
-    buf.resize(len as usize, 0);
-    abi::unpack(give(buf)).0
+pub extern "C" fn ff_input(len: u32) -> u32 {
+    REGIONS.with(|cell| {
+        let Ok(mut regions) = cell.try_borrow_mut() else {
+            return 0;
+        };
+        let input = &mut regions.input;
+        let len = len as usize;
+        if input.len() < len {
+            if input.try_reserve_exact(len - input.len()).is_err() {
+                return 0;
+            }
+            input.resize(len, 0);
+        }
+        if input.is_empty() {
+            // A valid, non-zero address even for an empty region.
+            input.push(0);
+        }
+        input.as_mut_ptr() as usize as u32
+    })
 }
 
-/// Frees a buffer from [`ff_alloc`] or one returned by another export.
-///
-/// # Safety
-/// `ptr`/`len` must describe a live buffer handed out by this module, freed once.
+/// Evaluates flag number `flag` against the positional context in the first `ctx_len` bytes
+/// of the input region. Returns the packed location of one result record.
 #[no_mangle]
-pub unsafe extern "C" fn ff_free(ptr: u32, len: u32) {
-    if ptr == 0 || len == 0 {
-        return;
-    }
-    // SAFETY: per the ABI contract the buffer was leaked by `give` as a boxed slice of exactly
-    // `len` bytes at `ptr`, and is freed once; rebuilding the box releases it.
-    drop(unsafe {
-        Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-            ptr as usize as *mut u8,
-            len as usize,
-        ))
-    });
+pub extern "C" fn ff_evaluate(flag: u32, ctx_len: u32, options: u32) -> u64 {
+    answer(ctx_len, |ctx, out| match rules() {
+        Ok(rules) => rules.evaluate_record(flag, ctx, options, out),
+        Err(msg) => fatal(msg, out),
+    })
 }
 
-fn fatal_one(key: &[u8], message: &str) -> Vec<u8> {
-    let key = String::from_utf8_lossy(key);
-    let r = Resolution::error(&key, Value::Null, None, ErrorCode::ProviderFatal, message);
-    encode(&r).unwrap_or_default()
-}
-
-/// Evaluates one flag. Returns the packed location of a MessagePack `Resolution`.
-///
-/// # Safety
-/// Both input buffers must come from [`ff_alloc`] (or be empty).
+/// Evaluates every flag. Returns the packed location of one record per flag, in order.
 #[no_mangle]
-pub unsafe extern "C" fn ff_evaluate(
-    key_ptr: u32,
-    key_len: u32,
-    ctx_ptr: u32,
-    ctx_len: u32,
-    options: u32,
-) -> u64 {
-    // SAFETY: the caller upholds the ABI contract for both buffers.
-    let (key, ctx) = unsafe { (input(key_ptr, key_len), input(ctx_ptr, ctx_len)) };
-    let out = match rules() {
-        Ok(rules) => rules.evaluate_encoded(key, ctx, options),
-        Err(msg) => fatal_one(key, msg),
-    };
-    give(out)
+pub extern "C" fn ff_evaluate_all(ctx_len: u32, options: u32) -> u64 {
+    answer(ctx_len, |ctx, out| match rules() {
+        Ok(rules) => rules.evaluate_all_records(ctx, options, out),
+        Err(msg) => fatal(msg, out),
+    })
 }
 
-/// Evaluates every flag. Returns the packed location of a MessagePack list of `Resolution`.
-///
-/// # Safety
-/// The input buffer must come from [`ff_alloc`] (or be empty).
-#[no_mangle]
-pub unsafe extern "C" fn ff_evaluate_all(ctx_ptr: u32, ctx_len: u32, options: u32) -> u64 {
-    // SAFETY: the caller upholds the ABI contract for the buffer.
-    let ctx = unsafe { input(ctx_ptr, ctx_len) };
-    let out = match rules() {
-        Ok(rules) => rules.evaluate_all_encoded(ctx, options),
-        Err(msg) => encode(&vec![Resolution::error(
-            "",
-            Value::Null,
-            None,
-            ErrorCode::ProviderFatal,
-            msg.as_str(),
-        )])
-        .unwrap_or_default(),
-    };
-    give(out)
-}
-
-/// The manifest: MessagePack `{ "ok": Manifest }` or `{ "error": message }`.
+/// The manifest: MessagePack `{ "ok": Manifest }` or `{ "error": message }`, in the output
+/// region.
 #[no_mangle]
 pub extern "C" fn ff_manifest() -> u64 {
-    let reply = match rules() {
-        Ok(rules) => encode(&ManifestReply::Ok(rules.manifest())),
-        Err(msg) => encode(&ManifestReply::Error(msg.clone())),
-    };
-    give(reply.unwrap_or_default())
+    answer(0, |_, out| {
+        let reply = match rules() {
+            Ok(rules) => encode(&ManifestReply::Ok(rules.manifest())),
+            Err(msg) => encode(&ManifestReply::Error(msg.clone())),
+        };
+        out.extend_from_slice(&reply.unwrap_or_default());
+    })
 }
 
 pub use flagforge_protocol::manifest::ManifestReply;

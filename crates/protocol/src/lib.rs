@@ -11,15 +11,16 @@ pub mod abi;
 pub mod codec;
 pub mod limits;
 pub mod manifest;
+pub mod positional;
 pub mod resolution;
 pub mod time;
 pub mod value;
 pub mod wire;
 
 /// The context key OpenFeature puts the subject's identifier in. A ruleset names the attribute
-/// it stands for (`targeting_key:`, default this name itself); the module binds that attribute
-/// from `targetingKey` when the context does not set it (absent or null), so an explicit
-/// attribute wins. Every host sends `targetingKey` with the attributes a flag reads.
+/// it stands for (`targeting_key:`, default this name itself); hosts send the value of
+/// `targetingKey` in that attribute's slot when the context does not set it (absent or null),
+/// so an explicit attribute wins ([`positional`]).
 pub const TARGETING_KEY: &str = "targetingKey";
 
 pub use codec::{decode, encode, CodecError};

@@ -340,11 +340,92 @@ impl Manifest {
         }
     }
 
+    /// The result a host serves for flag number `index` from the module's record: the
+    /// variant's name and value from this manifest, the rest from the record.
+    pub fn expand(
+        &self,
+        index: u32,
+        record: &crate::abi::Record<'_>,
+    ) -> Result<Resolution, ExpandError> {
+        let flag = self
+            .flags
+            .get(index as usize)
+            .ok_or(ExpandError::Flag(index))?;
+        let served = match record.variant {
+            None => None,
+            Some(v) => Some(
+                flag.variants
+                    .get(usize::from(v))
+                    .ok_or(ExpandError::Variant(v))?,
+            ),
+        };
+        let explain = if record.explain.is_empty() {
+            None
+        } else {
+            Some(
+                crate::decode::<crate::Explanation>(record.explain)
+                    .map_err(|e| ExpandError::Explain(e.to_string()))?,
+            )
+        };
+        Ok(Resolution {
+            key: flag.key.clone(),
+            value: served.map_or(Value::Null, |v| v.value.clone()),
+            variant: served.map(|v| v.name.clone()),
+            reason: record.reason,
+            error_code: record.error,
+            error_message: record.error.map(|_| record.message.to_owned()),
+            explain,
+        })
+    }
+
+    /// The results of an all-flags call: one record per flag, in order, and nothing after.
+    pub fn expand_all(&self, mut records: &[u8]) -> Result<Vec<Resolution>, ExpandError> {
+        let mut out = Vec::with_capacity(self.flags.len());
+        for i in 0..self.flags.len() {
+            let (record, rest) = crate::abi::Record::read(records)?;
+            out.push(self.expand(i as u32, &record)?);
+            records = rest;
+        }
+        if records.is_empty() {
+            Ok(out)
+        } else {
+            Err(ExpandError::Trailing)
+        }
+    }
+
+    /// The result of a one-flag call: exactly one record.
+    pub fn expand_one(&self, index: u32, record: &[u8]) -> Result<Resolution, ExpandError> {
+        match crate::abi::Record::read(record)? {
+            (r, []) => self.expand(index, &r),
+            _ => Err(ExpandError::Trailing),
+        }
+    }
+
     /// Looks a flag up by key.
     #[must_use]
     pub fn flag(&self, key: &str) -> Option<&FlagInfo> {
         self.flags.iter().find(|f| f.key == key)
     }
+}
+
+/// Why a module's result record cannot be expanded into a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    /// The record bytes are malformed.
+    #[error(transparent)]
+    Record(#[from] crate::abi::RecordError),
+    /// The record names a flag the manifest does not have.
+    #[error("result for flag number {0}, which the manifest does not have")]
+    Flag(u32),
+    /// The record names a variant the flag does not have.
+    #[error("result serves variant number {0}, which the flag does not have")]
+    Variant(u16),
+    /// The explanation does not decode.
+    #[error("result explanation does not decode: {0}")]
+    Explain(String),
+    /// Bytes follow the last record.
+    #[error("bytes follow the last result record")]
+    Trailing,
 }
 
 /// What `ff_manifest` returns: the manifest, or why the module cannot serve.

@@ -27,6 +27,30 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of its ABI code (`ABI.md`, "Result records").
+    pub const ALL: [Reason; 8] = [
+        Reason::Static,
+        Reason::Default,
+        Reason::TargetingMatch,
+        Reason::Split,
+        Reason::Disabled,
+        Reason::Cached,
+        Reason::Stale,
+        Reason::Error,
+    ];
+
+    /// The reason's code in a result record: its position in [`Reason::ALL`].
+    #[must_use]
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The reason with record code `code`.
+    #[must_use]
+    pub fn from_code(code: u8) -> Option<Reason> {
+        Reason::ALL.get(usize::from(code)).copied()
+    }
+
     /// The OpenFeature spelling.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -66,6 +90,32 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of its ABI code (`ABI.md`, "Result records").
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::ProviderNotReady,
+        ErrorCode::FlagNotFound,
+        ErrorCode::ParseError,
+        ErrorCode::TypeMismatch,
+        ErrorCode::TargetingKeyMissing,
+        ErrorCode::InvalidContext,
+        ErrorCode::ProviderFatal,
+        ErrorCode::General,
+    ];
+
+    /// The code in a result record: 1 + its position in [`ErrorCode::ALL`] (0 is "none").
+    #[must_use]
+    pub fn code(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// The error with record code `code` (`None` for 0 or an unknown code).
+    #[must_use]
+    pub fn from_code(code: u8) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .get(usize::from(code.checked_sub(1)?))
+            .copied()
+    }
+
     /// The OpenFeature spelling (`FLAG_NOT_FOUND`), as on the wire.
     #[must_use]
     pub fn as_str(self) -> &'static str {

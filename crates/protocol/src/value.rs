@@ -239,23 +239,6 @@ pub fn encode_context(ctx: &Context) -> Result<Vec<u8>, crate::CodecError> {
     Ok(out)
 }
 
-/// Encodes only the attributes of `ctx` named in `names` (sorted, as
-/// `Manifest::answer_reads` gives them): the same bytes as [`encode_context`] of that subset,
-/// without copying any value.
-pub fn encode_context_subset(
-    ctx: &Context,
-    names: &[String],
-) -> Result<Vec<u8>, crate::CodecError> {
-    let subset: BTreeMap<&str, &Value> = names
-        .iter()
-        .filter_map(|n| ctx.get_key_value(n).map(|(k, v)| (k.as_str(), v)))
-        .collect();
-    let mut out = Vec::with_capacity(32 * subset.len() + 8);
-    rmp_serde::encode::write_named(&mut out, &subset)
-        .map_err(|e| crate::CodecError::Encode(e.to_string()))?;
-    Ok(out)
-}
-
 #[cfg(feature = "json")]
 mod json {
     //! Conversions between JSON and the canonical value (hosts only).

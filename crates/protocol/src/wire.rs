@@ -140,6 +140,26 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads a positional context's key (ABI v2): an attribute slot, an unsigned integer.
+    pub fn slot_key(&mut self) -> Result<u32, WireError> {
+        Ok(match self.marker()? {
+            Marker::FixPos(n) => u32::from(n),
+            Marker::U8 => u32::from(self.be::<1>()?[0]),
+            Marker::U16 => u32::from(u16::from_be_bytes(self.be()?)),
+            Marker::U32 => u32::from_be_bytes(self.be()?),
+            _ => return err("map keys must be attribute slots"),
+        })
+    }
+
+    /// Checks the next value (as [`Reader::skip`]) and returns its bytes.
+    pub fn raw_value(&mut self, depth: usize) -> Result<&'a [u8], WireError> {
+        let start = self.pos;
+        self.skip(depth)?;
+        self.buf
+            .get(start..self.pos)
+            .ok_or_else(|| WireError("unexpected end of input".into()))
+    }
+
     fn key(&mut self) -> Result<&'a str, WireError> {
         let k = self.key_bytes()?;
         std::str::from_utf8(k).or_else(|_| err("string is not valid UTF-8"))

@@ -105,28 +105,38 @@ pub enum LoadError {
         /// Version supported.
         expected: u32,
     },
-    /// The module could not report its manifest (its embedded rules are unusable).
+    /// The module trapped or ran out of its load budget while reporting its version or
+    /// manifest, or while readying an instance.
     #[error("module cannot serve: {0}")]
     Unusable(String),
+    /// The module says it cannot serve (its embedded rules are missing or corrupt).
+    #[error("module cannot serve: {0}")]
+    NoRules(String),
+    /// The manifest does not decode.
+    #[error("module manifest is unreadable: {0}")]
+    BadManifest(String),
     /// Instantiation failed (e.g. initial memory above the cap).
     #[error("module cannot be instantiated: {0}")]
     Instantiate(String),
 }
 
 impl LoadError {
-    /// A stable short name for metrics labels.
+    /// The stable name of this refusal, the same on every host (`flagforge_runtime::load`,
+    /// `corpus/host`); also the metrics label.
     #[must_use]
     pub fn kind(&self) -> &'static str {
+        use flagforge_runtime::load;
         match self {
-            LoadError::TooLarge { .. } => "too_large",
-            LoadError::BadMagic => "bad_magic",
-            LoadError::UnsupportedBinaryVersion(_) => "binary_version",
-            LoadError::Invalid(_) => "invalid",
-            LoadError::HasImports(_) => "has_imports",
-            LoadError::BadExport { .. } => "bad_export",
-            LoadError::UnsupportedAbi { .. } => "abi_version",
-            LoadError::Unusable(_) => "unusable",
-            LoadError::Instantiate(_) => "instantiate",
+            LoadError::TooLarge { .. } => load::TOO_LARGE,
+            LoadError::BadMagic => load::BAD_MAGIC,
+            LoadError::UnsupportedBinaryVersion(_) | LoadError::Invalid(_) => load::INVALID_MODULE,
+            LoadError::HasImports(_) => load::IMPORTS,
+            LoadError::BadExport { .. } => load::MISSING_EXPORT,
+            LoadError::UnsupportedAbi { .. } => load::ABI_VERSION,
+            LoadError::Unusable(_) => load::UNUSABLE,
+            LoadError::NoRules(_) => load::NO_RULES,
+            LoadError::BadManifest(_) => load::BAD_MANIFEST,
+            LoadError::Instantiate(_) => load::INSTANTIATE,
         }
     }
 }

@@ -3,10 +3,8 @@
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use flagforge_protocol::{
-    abi, decode, manifest::ManifestReply, value::encode_context_subset, Context, ErrorCode,
-    Manifest, Resolution,
-};
+use flagforge_protocol::{abi, decode, manifest::ManifestReply, Context, Manifest, Resolution};
+use flagforge_runtime::{options, Prepared, Runtime, EMPTY_CONTEXT};
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Engine, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
@@ -16,45 +14,7 @@ use wasmtime::{
 use crate::cache::{CacheReject, CompiledCache, Found};
 use crate::{Limits, LoadError};
 
-/// Why a call into the module produced no usable answer.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The module trapped (the instance was discarded).
-    #[error("module trapped: {0}")]
-    Trap(String),
-    /// The call used its whole fuel budget (the instance was discarded).
-    #[error("the call exceeded its fuel budget of {0}")]
-    OutOfFuel(u64),
-    /// The module could not allocate (memory cap reached).
-    #[error("module is out of memory")]
-    OutOfMemory,
-    /// The module returned a buffer outside its memory or undecodable bytes.
-    #[error("module returned a malformed result: {0}")]
-    BadResult(String),
-    /// The input is larger than the host accepts.
-    #[error("context is {size} bytes encoded; the limit is {limit} bytes")]
-    ContextTooLarge {
-        /// Encoded size.
-        size: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The input could not be encoded.
-    #[error("cannot encode the context: {0}")]
-    Encode(String),
-    /// No instance could be created for the call.
-    #[error("cannot create a module instance: {0}")]
-    Instantiate(String),
-}
-
-impl CallError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            CallError::ContextTooLarge { .. } | CallError::Encode(_) => ErrorCode::InvalidContext,
-            _ => ErrorCode::General,
-        }
-    }
-}
+pub use flagforge_runtime::CallError;
 
 /// Counters a host exports as metrics.
 #[derive(Debug, Default)]
@@ -79,17 +39,16 @@ struct StoreData {
 struct Exports {
     memory: Memory,
     abi_version: TypedFunc<(), u32>,
-    alloc: TypedFunc<u32, u32>,
-    free: TypedFunc<(u32, u32), ()>,
-    evaluate: TypedFunc<(u32, u32, u32, u32, u32), u64>,
-    evaluate_all: TypedFunc<(u32, u32, u32), u64>,
+    input: TypedFunc<u32, u32>,
+    evaluate: TypedFunc<(u32, u32, u32), u64>,
+    evaluate_all: TypedFunc<(u32, u32), u64>,
     manifest: TypedFunc<(), u64>,
 }
 
 struct Slot {
     store: Store<StoreData>,
     exports: Exports,
-    /// A guest buffer reused for every call's input: (pointer, capacity).
+    /// The instance's input region as last reserved: (address, capacity).
     input: Option<(u32, u32)>,
 }
 
@@ -98,7 +57,8 @@ pub struct LoadedModule {
     engine: Engine,
     pre: InstancePre<StoreData>,
     limits: Limits,
-    manifest: Manifest,
+    /// Addressing, encoding, expansion and remembered answers (`flagforge-runtime`).
+    runtime: Runtime,
     sha256: [u8; 32],
     size: usize,
     /// Idle instances: a lock-free bounded queue, so threads never wait on each other to take
@@ -106,14 +66,9 @@ pub struct LoadedModule {
     pool: ArrayQueue<Slot>,
     stats: ModuleStats,
     /// Per flag, the context attributes its answer can depend on (its own reads and its
-    /// prerequisites', transitively), from the manifest; `None` key: every flag's.
+    /// prerequisites', transitively), from the manifest.
     reads: std::collections::HashMap<String, Vec<String>>,
-    reads_all: Vec<String>,
     compiled_from: CompiledFrom,
-    /// The module's answers, asked once at load, for flags whose answer reads no attribute
-    /// (static flags, conditions on literals only): every call for them sends the module an
-    /// empty context, so the answer cannot change. Explanations are never remembered.
-    constant: std::collections::HashMap<String, Resolution>,
 }
 
 /// Where a loaded module's native code came from.
@@ -207,6 +162,15 @@ impl LoadedModule {
                 import.name()
             )));
         }
+        // A version 1 module (ABI.md, "Version 1") has `ff_alloc` where version 2 has
+        // `ff_input`: name the version rather than a missing export.
+        if module.get_export(abi::EXPORT_INPUT).is_none() && module.get_export("ff_alloc").is_some()
+        {
+            return Err(LoadError::UnsupportedAbi {
+                found: 1,
+                expected: abi::ABI_VERSION,
+            });
+        }
         for name in abi::REQUIRED_EXPORTS {
             if module.get_export(name).is_none() {
                 return Err(LoadError::BadExport {
@@ -218,26 +182,25 @@ impl LoadedModule {
         let pre = Linker::new(engine)
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+        let placeholder = Manifest {
+            abi_version: 0,
+            ruleset: String::new(),
+            compiler: String::new(),
+            context: vec![],
+            flags: vec![],
+            targeting_key: flagforge_protocol::TARGETING_KEY.into(),
+        };
         let mut loaded = LoadedModule {
             engine: engine.clone(),
             pre,
             limits,
-            manifest: Manifest {
-                abi_version: 0,
-                ruleset: String::new(),
-                compiler: String::new(),
-                context: vec![],
-                flags: vec![],
-                targeting_key: flagforge_protocol::TARGETING_KEY.into(),
-            },
+            runtime: Runtime::new(placeholder, limits.max_context_bytes),
             sha256,
             compiled_from: source,
             size: bytes.len(),
             pool: ArrayQueue::new(limits.max_idle_instances.max(1)),
             stats: ModuleStats::default(),
             reads: std::collections::HashMap::new(),
-            reads_all: Vec::new(),
-            constant: std::collections::HashMap::new(),
         };
         let mut slot = loaded.new_slot()?;
         slot.store
@@ -254,28 +217,32 @@ impl LoadedModule {
                 expected: abi::ABI_VERSION,
             });
         }
-        let reply = loaded
-            .call_packed(&mut slot, limits.fuel_per_load, |store, ex| {
-                ex.manifest.call(store, ())
-            })
-            .map_err(|e| LoadError::Unusable(e.to_string()))?;
-        match decode::<ManifestReply>(&reply) {
-            Ok(ManifestReply::Ok(m)) => {
-                loaded.reads = m.answer_reads();
-                loaded.reads_all = m.all_reads();
-                loaded.manifest = m;
-            }
-            Ok(ManifestReply::Error(msg)) => return Err(LoadError::Unusable(msg)),
-            Err(e) => return Err(LoadError::Unusable(format!("manifest: {e}"))),
-        }
-        if loaded.manifest.abi_version != abi::ABI_VERSION {
+        let reply = Self::run(&mut slot, limits.fuel_per_load, |store, ex| {
+            ex.manifest.call(store, ())
+        })
+        .and_then(|(ptr, len)| Ok(Self::output(&slot, ptr, len)?.to_vec()))
+        .map_err(|e| LoadError::Unusable(e.to_string()))?;
+        let manifest = match decode::<ManifestReply>(&reply) {
+            Ok(ManifestReply::Ok(m)) => m,
+            Ok(ManifestReply::Error(msg)) => return Err(LoadError::NoRules(msg)),
+            Err(e) => return Err(LoadError::BadManifest(e.to_string())),
+        };
+        if manifest.abi_version != abi::ABI_VERSION {
             return Err(LoadError::UnsupportedAbi {
-                found: loaded.manifest.abi_version,
+                found: manifest.abi_version,
                 expected: abi::ABI_VERSION,
             });
         }
+        loaded.reads = manifest.answer_reads();
+        loaded.runtime = Runtime::new(manifest, limits.max_context_bytes);
         loaded.checkin(slot);
-        loaded.constant = loaded.constant_answers();
+        // The answers of flags that read nothing cannot change: ask once, remember.
+        for flag in loaded.runtime.constant_flags() {
+            let answer = loaded.call(flag, EMPTY_CONTEXT, 0);
+            if let Ok(r) = answer {
+                loaded.runtime.remember(flag, r);
+            }
+        }
         Ok(loaded)
     }
 
@@ -312,8 +279,7 @@ impl LoadedModule {
         let exports = Exports {
             memory,
             abi_version: typed(&instance, &mut store, abi::EXPORT_ABI_VERSION)?,
-            alloc: typed(&instance, &mut store, abi::EXPORT_ALLOC)?,
-            free: typed(&instance, &mut store, abi::EXPORT_FREE)?,
+            input: typed(&instance, &mut store, abi::EXPORT_INPUT)?,
             evaluate: typed(&instance, &mut store, abi::EXPORT_EVALUATE)?,
             evaluate_all: typed(&instance, &mut store, abi::EXPORT_EVALUATE_ALL)?,
             manifest: typed(&instance, &mut store, abi::EXPORT_MANIFEST)?,
@@ -325,12 +291,9 @@ impl LoadedModule {
             input: None,
         };
         // Ready the instance under the load budget: the first call decodes the module's rules
-        // (an unknown, empty flag key: the answer is a small FLAG_NOT_FOUND, discarded).
-        slot.store
-            .set_fuel(self.limits.fuel_per_load)
-            .map_err(|e| LoadError::Unusable(e.to_string()))?;
-        self.call_packed(&mut slot, self.limits.fuel_per_load, |store, ex| {
-            ex.evaluate.call(store, (0, 0, 0, 0, 0))
+        // (flag number u32::MAX does not exist: the answer is a small FLAG_NOT_FOUND record).
+        Self::run(&mut slot, self.limits.fuel_per_load, |store, ex| {
+            ex.evaluate.call(store, (u32::MAX, 0, 0))
         })
         .map_err(|e| LoadError::Unusable(format!("readying an instance: {e}")))?;
         Ok(slot)
@@ -352,28 +315,17 @@ impl LoadedModule {
         }
     }
 
-    /// Writes `parts` back to back into the instance's reusable input buffer (growing it when
-    /// too small) and returns where each part starts.
-    fn write_input(&self, slot: &mut Slot, parts: [&[u8]; 2]) -> Result<[u32; 2], CallError> {
-        let total = parts[0].len() + parts[1].len();
-        let total32 = u32::try_from(total).map_err(|_| CallError::OutOfMemory)?;
+    /// Writes `context` into the instance's input region, reserving a larger one first when
+    /// it does not fit (the region only grows; most calls reserve nothing).
+    fn write_input(&self, slot: &mut Slot, context: &[u8]) -> Result<u32, CallError> {
+        let len = u32::try_from(context.len()).map_err(|_| CallError::OutOfMemory)?;
         let base = match slot.input {
-            Some((ptr, cap)) if cap >= total32 => ptr,
-            old => {
-                if let Some((ptr, cap)) = old {
-                    slot.input = None;
-                    slot.exports
-                        .free
-                        .call(&mut slot.store, (ptr, cap))
-                        .map_err(|e| classify(e, self.limits.fuel_per_call))?;
-                }
-                let cap = total32
-                    .max(1024)
-                    .checked_next_power_of_two()
-                    .unwrap_or(total32);
+            Some((ptr, cap)) if cap >= len => ptr,
+            _ => {
+                let cap = len.max(1024).checked_next_power_of_two().unwrap_or(len);
                 let ptr = slot
                     .exports
-                    .alloc
+                    .input
                     .call(&mut slot.store, cap)
                     .map_err(|e| classify(e, self.limits.fuel_per_call))?;
                 if ptr == 0 {
@@ -385,173 +337,176 @@ impl LoadedModule {
         };
         let mem = slot.exports.memory.data_mut(&mut slot.store);
         let start = base as usize;
-        let dst = mem
-            .get_mut(start..start + total)
-            .ok_or_else(|| CallError::BadResult("allocation outside memory".into()))?;
-        let (a, b) = dst.split_at_mut(parts[0].len());
-        a.copy_from_slice(parts[0]);
-        b.copy_from_slice(parts[1]);
-        Ok([base, base + parts[0].len() as u32])
+        mem.get_mut(start..start + context.len())
+            .ok_or_else(|| CallError::BadResult("input region lies outside memory".into()))?
+            .copy_from_slice(context);
+        Ok(len)
     }
 
-    /// Runs an export returning a packed buffer, copies the buffer out and frees it; `fuel`
-    /// is the budget the store was given (named in an out-of-fuel error).
-    fn call_packed(
-        &self,
+    /// Runs an export with `fuel` and returns the location it answered.
+    fn run(
         slot: &mut Slot,
         fuel: u64,
         f: impl FnOnce(&mut Store<StoreData>, &Exports) -> wasmtime::Result<u64>,
-    ) -> Result<Vec<u8>, CallError> {
+    ) -> Result<(u32, u32), CallError> {
+        slot.store
+            .set_fuel(fuel)
+            .map_err(|e| CallError::Trap(e.to_string()))?;
         let packed = f(&mut slot.store, &slot.exports).map_err(|e| classify(e, fuel))?;
-        let (ptr, len) = abi::unpack(packed);
-        let data = slot.exports.memory.data(&slot.store);
-        let out = data
-            .get(ptr as usize..ptr as usize + len as usize)
-            .ok_or_else(|| CallError::BadResult(format!("buffer {ptr}+{len} lies outside memory")))?
-            .to_vec();
-        slot.exports
-            .free
-            .call(&mut slot.store, (ptr, len))
-            .map_err(|e| classify(e, fuel))?;
-        Ok(out)
+        Ok(abi::unpack(packed))
     }
 
-    /// Runs one evaluation call on a pooled instance; discards the instance on any failure.
-    fn with_slot(
+    /// The bytes at an answered location, in the instance's memory.
+    fn output(slot: &Slot, ptr: u32, len: u32) -> Result<&[u8], CallError> {
+        slot.exports
+            .memory
+            .data(&slot.store)
+            .get(ptr as usize..ptr as usize + len as usize)
+            .ok_or_else(|| CallError::BadResult(format!("answer {ptr}+{len} lies outside memory")))
+    }
+
+    /// One call on a pooled instance: the context into the input region, `ff_evaluate`
+    /// (`flag` `Some`) or `ff_evaluate_all`, then `read` over the answer where it lies. The
+    /// instance is discarded on any failure of the module.
+    fn with_slot<R>(
         &self,
-        inputs: [&[u8]; 2],
-        f: impl FnOnce(&mut Store<StoreData>, &Exports, [(u32, u32); 2]) -> wasmtime::Result<u64>,
-    ) -> Result<Vec<u8>, CallError> {
+        flag: Option<u32>,
+        context: &[u8],
+        options: u32,
+        read: impl FnOnce(&[u8]) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
         let mut slot = self.checkout()?;
-        let result = (|| {
-            slot.store
-                .set_fuel(self.limits.fuel_per_call)
-                .map_err(|e| CallError::Trap(e.to_string()))?;
-            let [p0, p1] = self.write_input(&mut slot, inputs)?;
-            let bufs = [(p0, inputs[0].len() as u32), (p1, inputs[1].len() as u32)];
-            self.call_packed(&mut slot, self.limits.fuel_per_call, |store, ex| {
-                f(store, ex, bufs)
-            })
-        })();
+        let fuel = self.limits.fuel_per_call;
+        let result = self.write_input(&mut slot, context).and_then(|len| {
+            let (ptr, out) = Self::run(&mut slot, fuel, |store, ex| match flag {
+                Some(f) => ex.evaluate.call(store, (f, len, options)),
+                None => ex.evaluate_all.call(store, (len, options)),
+            })?;
+            read(Self::output(&slot, ptr, out)?)
+        });
         match &result {
-            Ok(_) => {
-                self.stats.calls.fetch_add(1, Ordering::Relaxed);
-                self.checkin(slot);
-            }
-            Err(_) => {
-                // Drop the instance: whatever state the trap left is never seen again.
+            Err(e) if e.discards_instance() || matches!(e, CallError::Instantiate(_)) => {
+                // Drop the instance: whatever state the failure left is never seen again.
                 self.stats
                     .discarded_instances
                     .fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.stats.calls.fetch_add(1, Ordering::Relaxed);
+                self.checkin(slot);
             }
         }
         result
     }
 
-    /// Raw ABI call: MessagePack in, the module's MessagePack `Resolution` bytes out.
-    pub fn evaluate_raw(&self, key: &[u8], ctx: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
-        self.check_context_size(ctx.len())?;
-        self.with_slot([key, ctx], |store, ex, [(kp, kl), (cp, cl)]| {
-            ex.evaluate.call(store, (kp, kl, cp, cl, options))
+    /// Evaluates flag number `flag` against a positional context and expands the answer.
+    fn call(&self, flag: u32, context: &[u8], options: u32) -> Result<Resolution, CallError> {
+        self.with_slot(Some(flag), context, options, |record| {
+            self.runtime.finish(flag, record)
         })
     }
 
-    /// Raw ABI call for every flag: the module's MessagePack list of `Resolution`.
-    pub fn evaluate_all_raw(&self, ctx: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
-        self.check_context_size(ctx.len())?;
-        self.with_slot([ctx, &[]], |store, ex, [(cp, cl), _]| {
-            ex.evaluate_all.call(store, (cp, cl, options))
-        })
-    }
-
-    fn check_context_size(&self, size: usize) -> Result<(), CallError> {
-        if size > self.limits.max_context_bytes {
+    /// Raw ABI call for one flag: a positional context in, the module's result record out.
+    pub fn evaluate_record(
+        &self,
+        flag: u32,
+        context: &[u8],
+        options: u32,
+    ) -> Result<Vec<u8>, CallError> {
+        if context.len() > self.limits.max_context_bytes {
             return Err(CallError::ContextTooLarge {
-                size,
+                size: context.len(),
                 limit: self.limits.max_context_bytes,
             });
         }
-        Ok(())
+        self.with_slot(Some(flag), context, options, |r| Ok(r.to_vec()))
     }
 
-    /// The canonical bytes of the attributes in `names` (what the module is sent).
-    fn encode_context(&self, ctx: &Context, names: &[String]) -> Result<Vec<u8>, CallError> {
-        let bytes =
-            encode_context_subset(ctx, names).map_err(|e| CallError::Encode(e.to_string()))?;
-        self.check_context_size(bytes.len())?;
-        Ok(bytes)
+    /// Raw ABI call for every flag: a positional context in, one record per flag out.
+    pub fn evaluate_all_records(&self, context: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
+        if context.len() > self.limits.max_context_bytes {
+            return Err(CallError::ContextTooLarge {
+                size: context.len(),
+                limit: self.limits.max_context_bytes,
+            });
+        }
+        self.with_slot(None, context, options, |r| Ok(r.to_vec()))
     }
 
-    /// The answer served when the module gave none: the flag's `on_error` variant.
+    fn answer(&self, key: &str, prepared: Prepared, explain: bool) -> Resolution {
+        match prepared {
+            Prepared::Call { flag, context } => self
+                .call(flag, &context, options(explain))
+                .unwrap_or_else(|e| self.fallback(key, &e)),
+            Prepared::Constant(r) => {
+                self.stats.constant_answers.fetch_add(1, Ordering::Relaxed);
+                r
+            }
+            Prepared::Answer(r) => r,
+            Prepared::Refused(r, _) => {
+                self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                r
+            }
+        }
+    }
+
     fn fallback(&self, key: &str, err: &CallError) -> Resolution {
         self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-        self.manifest.fallback(key, err.code(), err.to_string())
-    }
-
-    /// Asks the module, with the empty context every call for them sends, for the answer of
-    /// each flag whose answer reads no attribute. Failures and `ERROR` answers are not kept
-    /// (those flags keep going through the module).
-    fn constant_answers(&self) -> std::collections::HashMap<String, Resolution> {
-        let empty_context = [0x80u8]; // MessagePack {}
-        self.manifest
-            .flags
-            .iter()
-            .filter(|f| self.reads.get(&f.key).is_some_and(Vec::is_empty))
-            .filter_map(|f| {
-                let bytes = self
-                    .evaluate_raw(f.key.as_bytes(), &empty_context, 0)
-                    .ok()?;
-                let r = decode::<Resolution>(&bytes).ok()?;
-                (r.reason != flagforge_protocol::Reason::Error).then(|| (f.key.clone(), r))
-            })
-            .collect()
+        self.runtime.fallback(key, err)
     }
 
     /// Evaluates one flag. Never fails: problems become a result with reason `ERROR`.
     ///
     /// Only the attributes the flag's answer can depend on are encoded and sent (the
     /// manifest's `reads`, with prerequisites'): the rest of a large context costs nothing.
+    /// A flag whose answer reads nothing is answered without a call.
     pub fn evaluate(&self, key: &str, ctx: &Context, explain: bool) -> Resolution {
-        let names = self.reads.get(key).map_or(&[][..], Vec::as_slice);
-        // Only a flag reading nothing can have a remembered answer: no second lookup for
-        // the others.
-        if !explain && names.is_empty() {
-            if let Some(r) = self.constant.get(key) {
-                self.stats.constant_answers.fetch_add(1, Ordering::Relaxed);
-                return r.clone();
-            }
-        }
-        let options = if explain { abi::OPT_EXPLAIN } else { 0 };
-        let out = self
-            .encode_context(ctx, names)
-            .and_then(|c| self.evaluate_raw(key.as_bytes(), &c, options))
-            .and_then(|bytes| {
-                decode::<Resolution>(&bytes).map_err(|e| CallError::BadResult(e.to_string()))
-            });
-        out.unwrap_or_else(|e| self.fallback(key, &e))
+        self.answer(key, self.runtime.prepare(key, ctx, explain), explain)
     }
 
-    /// Evaluates every flag, in declaration order.
+    /// Evaluates one flag from canonical context bytes (`ABI.md`, "Context"); bytes that do
+    /// not decode answer `PARSE_ERROR`, as the module would.
+    pub fn evaluate_canonical(&self, key: &str, canonical: &[u8], explain: bool) -> Resolution {
+        self.answer(
+            key,
+            self.runtime.prepare_canonical(key, canonical, explain),
+            explain,
+        )
+    }
+
+    /// Evaluates every flag, in declaration order, in one call.
     pub fn evaluate_all(&self, ctx: &Context, explain: bool) -> Vec<Resolution> {
-        let options = if explain { abi::OPT_EXPLAIN } else { 0 };
-        let out = self
-            .encode_context(ctx, &self.reads_all)
-            .and_then(|c| self.evaluate_all_raw(&c, options))
-            .and_then(|bytes| {
-                decode::<Vec<Resolution>>(&bytes).map_err(|e| CallError::BadResult(e.to_string()))
-            });
+        let out = self.runtime.encode(None, ctx).and_then(|context| {
+            self.with_slot(None, &context, options(explain), |records| {
+                self.runtime.finish_all(records)
+            })
+        });
         match out {
             Ok(results) => results,
             // One call for every flag failed (an oversized or unencodable attribute, a limit
             // hit): answer each flag from the attributes it reads, so only the flags that read
             // the offending input fail, as they would one by one.
             Err(_) => self
-                .manifest
+                .runtime
+                .manifest()
                 .flags
                 .iter()
                 .map(|f| self.evaluate(&f.key, ctx, explain))
                 .collect(),
         }
+    }
+
+    /// Evaluates every flag from canonical context bytes.
+    pub fn evaluate_all_canonical(&self, canonical: &[u8], explain: bool) -> Vec<Resolution> {
+        let out = self.runtime.translate(None, canonical).and_then(|context| {
+            self.with_slot(None, &context, options(explain), |records| {
+                self.runtime.finish_all(records)
+            })
+        });
+        out.unwrap_or_else(|e| {
+            self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+            self.runtime.fallback_all(&e)
+        })
     }
 
     /// The context attributes `key`'s answer can depend on (its own reads and its
@@ -564,7 +519,7 @@ impl LoadedModule {
     /// What the module reports about itself.
     #[must_use]
     pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+        self.runtime.manifest()
     }
 
     /// sha256 of the module bytes: the module's identity.

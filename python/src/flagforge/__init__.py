@@ -14,6 +14,7 @@ from .engine import (
     Limits,
     LoadError,
     Resolution,
+    decode_result,
     encode_context,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "Limits",
     "LoadError",
     "Resolution",
+    "decode_result",
     "encode_context",
 ]

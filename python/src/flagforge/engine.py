@@ -1,4 +1,7 @@
-"""The flagforge module ABI (ABI.md) on wasmtime: load, limit, marshal. No evaluation here.
+"""The flagforge module ABI (ABI.md, version 2) on wasmtime: load, limit, marshal. No
+evaluation here. This is Python's one host runtime: addressing flags by number, the positional
+context, result records expanded from the manifest, remembered answers of flags that read
+nothing, and the fallbacks, as ``flagforge-runtime`` does for the Rust hosts.
 
 A module is validated (size, imports, exports, ABI version, manifest) before it serves; every
 call runs with a fuel budget and a memory cap; a trap or a limit hit discards the instance and
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -16,16 +20,30 @@ from typing import Any, Mapping
 import msgpack
 import wasmtime
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 REQUIRED_EXPORTS = (
     "memory",
     "ff_abi_version",
-    "ff_alloc",
-    "ff_free",
+    "ff_input",
     "ff_evaluate",
     "ff_evaluate_all",
     "ff_manifest",
 )
+# Result records (ABI.md, "Result records"): codes are positions in these lists.
+REASONS = ("STATIC", "DEFAULT", "TARGETING_MATCH", "SPLIT", "DISABLED", "CACHED", "STALE", "ERROR")
+ERROR_CODES = (
+    "PROVIDER_NOT_READY",
+    "FLAG_NOT_FOUND",
+    "PARSE_ERROR",
+    "TYPE_MISMATCH",
+    "TARGETING_KEY_MISSING",
+    "INVALID_CONTEXT",
+    "PROVIDER_FATAL",
+    "GENERAL",
+)
+_RECORD = struct.Struct("<BBHII")
+NO_VARIANT = 0xFFFF
+EMPTY_CONTEXT = b"\x80"
 OPT_EXPLAIN = 1
 MAX_DEPTH = 32
 MAX_SAFE_INTEGER = 2**53
@@ -109,6 +127,8 @@ class _Instance:
     store: wasmtime.Store
     memory: wasmtime.Memory
     exports: dict = field(default_factory=dict)
+    # The input region as last reserved: (address, capacity).
+    region: tuple[int, int] | None = None
 
 
 class _Trapped(Exception):
@@ -126,7 +146,7 @@ class FlagModule:
                 f"module is {len(module_bytes)} bytes; the limit is {self.limits.max_module_bytes} bytes",
             )
         if module_bytes[:4] != b"\0asm":
-            raise LoadError("magic", "not a WebAssembly module")
+            raise LoadError("bad_magic", "not a WebAssembly module")
         self.sha256 = hashlib.sha256(module_bytes).hexdigest()
         self.size = len(module_bytes)
         config = wasmtime.Config()
@@ -135,30 +155,60 @@ class FlagModule:
         try:
             self._module = wasmtime.Module(self._engine, module_bytes)
         except wasmtime.WasmtimeError as e:
-            raise LoadError("invalid", str(e)) from None
+            raise LoadError("invalid_module", str(e)) from None
         if self._module.imports:
             imp = self._module.imports[0]
             raise LoadError("imports", f"{imp.module}::{imp.name}")
         names = {e.name for e in self._module.exports}
+        if "ff_input" not in names and "ff_alloc" in names:
+            raise LoadError("abi_version", f"module implements ABI 1; this host {ABI_VERSION}")
         for name in REQUIRED_EXPORTS:
             if name not in names:
-                raise LoadError("exports", f"`{name}` is not exported")
+                raise LoadError("missing_export", f"`{name}` is not exported")
         self._lock = threading.Lock()
         self._instance: _Instance | None = None
         inst = self._ready()
-        version = self._call(inst, "ff_abi_version", (), self.limits.fuel_per_load)
+        try:
+            version = self._call(inst, "ff_abi_version", (), self.limits.fuel_per_load)
+        except _Trapped as e:
+            raise LoadError("unusable", str(e)) from None
         if version != ABI_VERSION:
             raise LoadError("abi_version", f"module implements ABI {version}; this host {ABI_VERSION}")
-        reply = msgpack.unpackb(self._read(inst, "ff_manifest", (), self.limits.fuel_per_load), raw=False)
-        if "ok" not in reply:
-            raise LoadError("unusable_rules", str(reply.get("error")))
+        try:
+            raw_manifest = self._read(inst, "ff_manifest", (), self.limits.fuel_per_load)
+        except _Trapped as e:
+            raise LoadError("unusable", str(e)) from None
+        try:
+            reply = msgpack.unpackb(raw_manifest, raw=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+            raise LoadError("bad_manifest", str(e)) from None
+        if not isinstance(reply, dict) or "ok" not in reply:
+            raise LoadError("no_rules", str(reply.get("error") if isinstance(reply, dict) else reply))
         self.manifest = reply["ok"]
         self._instance = inst
         self.ruleset: str = self.manifest["ruleset"]
         self.targeting_key: str = self.manifest.get("targeting_key", TARGETING_KEY)
-        self.flags: dict[str, dict] = {f["key"]: f for f in self.manifest["flags"]}
-        self._reads = self._answer_reads()
-        self._reads_all = sorted({r for f in self.manifest["flags"] for r in f.get("reads", [])})
+        self._flag_list: list[dict] = self.manifest["flags"]
+        self.flags: dict[str, dict] = {f["key"]: f for f in self._flag_list}
+        self._index = {f["key"]: i for i, f in enumerate(self._flag_list)}
+        self._names: list[str] = [a["name"] for a in self.manifest["context"]]
+        slot_of = {n: i for i, n in enumerate(self._names)}
+        self._alias = None if self.targeting_key == TARGETING_KEY else slot_of.get(self.targeting_key)
+        reads = self._answer_reads()
+        self._slots = {k: sorted({slot_of[n] for n in names if n in slot_of}) for k, names in reads.items()}
+        self._slots_all = sorted({s for slots in self._slots.values() for s in slots})
+        # The answers of flags that read nothing cannot change: ask once, remember.
+        self._constant: dict[str, Resolution] = {}
+        for key, slots in self._slots.items():
+            if slots:
+                continue
+            try:
+                i = self._index[key]
+                r = self._run(i, EMPTY_CONTEXT, 0, lambda out, i=i: self._expand(i, out))
+            except _Trapped:
+                continue
+            if r.reason != "ERROR":
+                self._constant[key] = r
 
     # --- instances -------------------------------------------------------------------------
 
@@ -185,43 +235,40 @@ class FlagModule:
         ptr, length = packed >> 32, packed & 0xFFFFFFFF
         size = inst.memory.data_len(inst.store)
         if ptr + length > size:
-            raise _Trapped(f"{name} returned a buffer outside memory")
-        out = inst.memory.read(inst.store, ptr, ptr + length)
-        self._call(inst, "ff_free", (ptr, length), self.limits.fuel_per_call)
-        return bytes(out)
+            raise _Trapped(f"{name} returned an answer outside memory")
+        return bytes(inst.memory.read(inst.store, ptr, ptr + length))
 
-    def _write(self, inst: _Instance, data: bytes) -> int:
-        if not data:
-            return 0
-        ptr = self._call(inst, "ff_alloc", (len(data),), self.limits.fuel_per_call)
-        if ptr == 0:
-            raise _Trapped("ff_alloc: out of memory")
-        inst.memory.write(inst.store, data, ptr)
-        return ptr
+    def _write(self, inst: _Instance, data: bytes) -> None:
+        """The context into the instance's input region, reserved larger when it does not fit."""
+        if inst.region is None or inst.region[1] < len(data):
+            cap = 1 << max(10, (len(data) - 1).bit_length())
+            ptr = self._call(inst, "ff_input", (cap,), self.limits.fuel_per_call)
+            if ptr == 0:
+                raise _Trapped("ff_input: out of memory")
+            inst.region = (ptr, cap)
+        if data:
+            inst.memory.write(inst.store, data, inst.region[0])
 
-    def _run(self, export: str, inputs: list[bytes], options: int) -> bytes:
-        """One ABI call with its inputs; the instance is discarded on any trap or limit.
-
-        The inputs share one buffer (one ``ff_alloc`` and one ``ff_free``): every export call
-        through wasmtime-py costs tens of microseconds, so an evaluation makes four.
-        """
+    def _run(self, flag: int | None, context: bytes, options: int, read=None) -> Any:
+        """One ABI call (flag ``None``: every flag), its answer given to ``read`` (the bytes
+        themselves by default); the instance is discarded on any trap, limit or unreadable
+        answer. Two export calls per evaluation: wasmtime-py's calls cost tens of microseconds."""
+        if len(context) > self.limits.max_context_bytes:
+            raise _Refused("INVALID_CONTEXT", f"context is {len(context)} bytes encoded; the limit is {self.limits.max_context_bytes} bytes")
         with self._lock:
             inst = self._instance or self._ready()
             self._instance = None
-            data = b"".join(inputs)
-            ptr = self._write(inst, data)
-            args: list[int] = []
-            at = ptr
-            for d in inputs:
-                args += [at if d else 0, len(d)]
-                at += len(d)
-            out = self._read(inst, export, (*args, options), self.limits.fuel_per_call)
-            if ptr:
-                self._call(inst, "ff_free", (ptr, len(data)), self.limits.fuel_per_call)
+            self._write(inst, context)
+            fuel = self.limits.fuel_per_call
+            if flag is None:
+                out = self._read(inst, "ff_evaluate_all", (len(context), options), fuel)
+            else:
+                out = self._read(inst, "ff_evaluate", (flag, len(context), options), fuel)
+            result = read(out) if read else out
             self._instance = inst
-            return out
+            return result
 
-    # --- reads -----------------------------------------------------------------------------
+    # --- reads and contexts ----------------------------------------------------------------
 
     def _answer_reads(self) -> dict[str, list[str]]:
         out = {}
@@ -241,9 +288,84 @@ class FlagModule:
             out[key] = sorted(names)
         return out
 
-    @staticmethod
-    def _pick(context: Mapping[str, Any], names: list[str]) -> dict:
-        return {n: context[n] for n in names if n in context}
+    def _positional(self, context: Mapping[str, Any], slots: list[int]) -> bytes:
+        """The positional context (ABI.md, "Context"): slot numbers as keys, ascending, only
+        non-null attributes; ``targetingKey`` fills the targeting attribute left unset."""
+        if not isinstance(context, Mapping):
+            raise ContextError("context must be a mapping")
+        entries = {}
+        for slot in slots:
+            value = context.get(self._names[slot])
+            if value is None and slot == self._alias:
+                value = context.get(TARGETING_KEY)
+            if value is not None:
+                entries[slot] = _canonical(value, 1)
+        return msgpack.packb(entries, use_bin_type=True)
+
+    def _translate(self, canonical: bytes, slots: list[int]) -> bytes:
+        if len(canonical) > self.limits.max_context_bytes:
+            raise _Refused("INVALID_CONTEXT", f"context is {len(canonical)} bytes encoded; the limit is {self.limits.max_context_bytes} bytes")
+        try:
+            context = msgpack.unpackb(canonical, raw=False, strict_map_key=True, object_pairs_hook=_unique)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+            raise _Refused("PARSE_ERROR", f"context: {e}") from None
+        if not isinstance(context, dict):
+            raise _Refused("PARSE_ERROR", "context: context must be a map")
+        try:
+            return self._positional(context, slots)
+        except ContextError as e:
+            raise _Refused("PARSE_ERROR", f"context: {e}") from None
+
+    # --- results ---------------------------------------------------------------------------
+
+    def _records(self, flag: int, data: bytes, at: int) -> tuple[Resolution, bytes, int]:
+        """Reads one record at ``at``: the expanded result, its raw explanation, the next offset."""
+        if len(data) - at < _RECORD.size:
+            raise _Trapped("module returned a malformed result: truncated record")
+        reason, code, variant, mlen, xlen = _RECORD.unpack_from(data, at)
+        start = at + _RECORD.size
+        end = start + mlen + xlen
+        if end > len(data) or reason >= len(REASONS) or code > len(ERROR_CODES):
+            raise _Trapped("module returned a malformed result: bad record")
+        info = self._flag_list[flag]
+        variants = info["variants"]
+        if variant != NO_VARIANT and variant >= len(variants):
+            raise _Trapped(f"module returned a malformed result: variant {variant}")
+        served = variants[variant] if variant != NO_VARIANT else None
+        try:
+            message = data[start:start + mlen].decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Trapped("module returned a malformed result: message is not UTF-8") from None
+        explain_raw = data[start + mlen:end]
+        try:
+            explain = msgpack.unpackb(explain_raw, raw=False) if explain_raw else None
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+            raise _Trapped(f"module returned a malformed result: explanation: {e}") from None
+        r = Resolution(
+            key=info["key"],
+            value=served["value"] if served else None,
+            reason=REASONS[reason],
+            variant=served["name"] if served else None,
+            error_code=ERROR_CODES[code - 1] if code else None,
+            error_message=message if code else None,
+            explain=explain,
+        )
+        return r, explain_raw, end
+
+    def _expand(self, flag: int, data: bytes) -> Resolution:
+        r, _, end = self._records(flag, data, 0)
+        if end != len(data):
+            raise _Trapped("module returned a malformed result: bytes after the record")
+        return r
+
+    def _expand_all(self, data: bytes) -> list[Resolution]:
+        out, at = [], 0
+        for i in range(len(self._flag_list)):
+            r, _, at = self._records(i, data, at)
+            out.append(r)
+        if at != len(data):
+            raise _Trapped("module returned a malformed result: bytes after the last record")
+        return out
 
     # --- evaluation ------------------------------------------------------------------------
 
@@ -255,46 +377,55 @@ class FlagModule:
         values = {v["name"]: v["value"] for v in info["variants"]}
         return Resolution(key, values.get(info["on_error"]), "ERROR", info["on_error"], code, message)
 
-    def evaluate_bytes(self, key: str, context: bytes, explain: bool = False) -> bytes:
-        """Raw result bytes for encoded context bytes (what the golden files record)."""
-        options = OPT_EXPLAIN if explain else 0
+    def _answer(self, key: str, context: Any, explain: bool, canonical: bool) -> Resolution:
+        if key not in self.flags:
+            return self.fallback(key, "FLAG_NOT_FOUND", "")
+        if not explain and key in self._constant:
+            c = self._constant[key]
+            return Resolution(c.key, c.value, c.reason, c.variant, c.error_code, c.error_message, None)
+        flag = self._index[key]
         try:
-            return self._run("ff_evaluate", [key.encode("utf-8"), context], options)
+            if canonical:
+                positional = self._translate(context, self._slots[key])
+            else:
+                positional = self._positional(context, self._slots[key])
+            return self._run(flag, positional, OPT_EXPLAIN if explain else 0, lambda out: self._expand(flag, out))
+        except ContextError as e:
+            return self.fallback(key, "INVALID_CONTEXT", f"cannot encode the context: {e}")
+        except _Refused as e:
+            return self.fallback(key, e.code, e.message)
         except _Trapped as e:
-            return msgpack.packb(self._resolution_map(self.fallback(key, "GENERAL", str(e))), use_bin_type=True)
+            return self.fallback(key, "GENERAL", str(e))
+
+    def evaluate_bytes(self, key: str, context: bytes, explain: bool = False) -> bytes:
+        """The result bytes (MessagePack, as every host encodes them: what the golden files
+        record) for canonical context bytes."""
+        return self._encode(self._answer(key, context, explain, canonical=True))
 
     def evaluate_all_bytes(self, context: bytes, explain: bool = False) -> bytes:
-        options = OPT_EXPLAIN if explain else 0
         try:
-            return self._run("ff_evaluate_all", [context], options)
+            positional = self._translate(context, self._slots_all)
+            results = self._run(None, positional, OPT_EXPLAIN if explain else 0, self._expand_all)
+        except _Refused as e:
+            results = [self.fallback(k, e.code, e.message) for k in self.flags]
         except _Trapped as e:
-            return msgpack.packb(
-                [self._resolution_map(self.fallback(k, "GENERAL", str(e))) for k in self.flags],
-                use_bin_type=True,
-            )
+            results = [self.fallback(k, "GENERAL", str(e)) for k in self.flags]
+        return self._encode_list(results)
 
     def evaluate(self, key: str, context: Mapping[str, Any], explain: bool = False) -> Resolution:
         """Evaluates one flag; never raises for bad input (errors are results)."""
-        if key not in self.flags:
-            return self.fallback(key, "FLAG_NOT_FOUND", "")
-        try:
-            encoded = encode_context(self._pick(context, self._reads[key]))
-        except ContextError as e:
-            return self.fallback(key, "PARSE_ERROR", f"context: {e}")
-        if len(encoded) > self.limits.max_context_bytes:
-            return self.fallback(key, "INVALID_CONTEXT", f"context is {len(encoded)} bytes; the limit is {self.limits.max_context_bytes}")
-        return self._typed(self._decode(self.evaluate_bytes(key, encoded, explain)))
+        return self._typed(self._answer(key, context, explain, canonical=False))
 
     def evaluate_all(self, context: Mapping[str, Any]) -> list[Resolution]:
-        """Every flag, in declaration order."""
+        """Every flag, in declaration order, in one call."""
         try:
-            encoded = encode_context(self._pick(context, self._reads_all))
-        except ContextError as e:
-            return [self.fallback(k, "PARSE_ERROR", f"context: {e}") for k in self.flags]
-        if len(encoded) > self.limits.max_context_bytes:
+            positional = self._positional(context, self._slots_all)
+            results = self._run(None, positional, 0, self._expand_all)
+        except (ContextError, _Refused, _Trapped):
+            # As the Rust hosts: each flag from the attributes it reads, so only the flags
+            # that read the offending input fail.
             return [self.evaluate(k, context) for k in self.flags]
-        raw = msgpack.unpackb(self.evaluate_all_bytes(encoded), raw=False)
-        return [self._typed(self._from_map(r)) for r in raw]
+        return [self._typed(r) for r in results]
 
     def _typed(self, r: Resolution) -> Resolution:
         # A float-typed flag's integral value is a float (50.0), as in every host's JSON.
@@ -303,29 +434,52 @@ class FlagModule:
             r.value = float(r.value)
         return r
 
-    def _decode(self, raw: bytes) -> Resolution:
-        return self._from_map(msgpack.unpackb(raw, raw=False))
-
     @staticmethod
-    def _from_map(m: dict) -> Resolution:
-        return Resolution(
-            key=m["key"],
-            value=m.get("value"),
-            reason=m["reason"],
-            variant=m.get("variant"),
-            error_code=m.get("error_code"),
-            error_message=m.get("error_message"),
-            explain=m.get("explain"),
-        )
-
-    @staticmethod
-    def _resolution_map(r: Resolution) -> dict:
-        out: dict[str, Any] = {"key": r.key, "value": r.value}
+    def _encode(r: Resolution) -> bytes:
+        """A result's MessagePack, field for field as the Rust hosts encode it."""
+        fields: list[tuple[str, Any]] = [("key", r.key), ("value", r.value)]
         if r.variant is not None:
-            out["variant"] = r.variant
-        out["reason"] = r.reason
+            fields.append(("variant", r.variant))
+        fields.append(("reason", r.reason))
         if r.error_code is not None:
-            out["error_code"] = r.error_code
+            fields.append(("error_code", r.error_code))
         if r.error_message is not None:
-            out["error_message"] = r.error_message
-        return out
+            fields.append(("error_message", r.error_message))
+        if r.explain is not None:
+            fields.append(("explain", r.explain))
+        return msgpack.packb(dict(fields), use_bin_type=True)
+
+    def _encode_list(self, results: list[Resolution]) -> bytes:
+        packer = msgpack.Packer(use_bin_type=True)
+        return packer.pack_array_header(len(results)) + b"".join(self._encode(r) for r in results)
+
+
+def decode_result(raw: bytes) -> Resolution:
+    """A result from its MessagePack (what ``FlagModule.evaluate_bytes`` returns)."""
+    m = msgpack.unpackb(raw, raw=False)
+    return Resolution(
+        key=m["key"],
+        value=m.get("value"),
+        reason=m["reason"],
+        variant=m.get("variant"),
+        error_code=m.get("error_code"),
+        error_message=m.get("error_message"),
+        explain=m.get("explain"),
+    )
+
+
+def _unique(pairs: list) -> dict:
+    """A map from decoded pairs, refusing a key given twice (as the canonical reader does)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate map key")
+    return out
+
+
+class _Refused(Exception):
+    """Input refused before any call, with the code and message of the fallback served."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -179,7 +179,7 @@ fn inspect_reports_the_manifest() {
     let v: serde_json::Value =
         serde_json::from_slice(&flagforge(&["inspect", &module]).stdout).unwrap();
     assert_eq!(v["ruleset"], "checkout");
-    assert_eq!(v["abi_version"], 1);
+    assert_eq!(v["abi_version"], 2);
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
     let flags = v["flags"].as_array().unwrap();
     assert_eq!(flags.len(), 9);

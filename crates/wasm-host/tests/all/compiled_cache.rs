@@ -22,7 +22,7 @@ fn answers(m: &LoadedModule) -> Vec<u8> {
     ctx.insert("market".into(), Value::from("FR"));
     ctx.insert("userId".into(), Value::from("u-42"));
     let encoded = flagforge_protocol::value::encode_context(&ctx).unwrap();
-    m.evaluate_all_raw(&encoded, 0).unwrap()
+    flagforge_protocol::encode(&m.evaluate_all_canonical(&encoded, false)).unwrap()
 }
 
 /// Loads `bytes` with a fresh host (a restart) and says where its code came from.

@@ -5,11 +5,12 @@ use flagforge_protocol::{
     Value, VariantInfo,
 };
 
-/// Flag keys of the misbehaving guest; its behaviour is chosen by the key's length.
-pub const LOOP: &str = "loop"; // 4: loops forever
-pub const GROW: &str = "grow!"; // 5: grows memory without bound
-pub const TRAP: &str = "unrch!"; // 6: executes `unreachable`
-pub const BAD_PTR: &str = "badptr!"; // 7: returns a buffer outside memory
+/// Flag keys of the misbehaving guest; its behaviour is chosen by the flag's number.
+pub const LOOP: &str = "loop"; // 0: loops forever
+pub const GROW: &str = "grow!"; // 1: grows memory without bound
+pub const TRAP: &str = "unrch!"; // 2: executes `unreachable`
+pub const BAD_PTR: &str = "badptr!"; // 3: returns a buffer outside memory
+pub const BAD_RECORD: &str = "badrec!"; // 5: answers a record naming variant 9 (there are 2)
 pub const OK: &str = "ok"; // anything else: a canned, valid result
 
 fn flag(key: &str) -> FlagInfo {
@@ -33,7 +34,8 @@ fn flag(key: &str) -> FlagInfo {
         on_error: "safe".into(),
         states: vec![],
         prerequisites: vec![],
-        reads: vec![],
+        // Every flag reads `x`, so hosts call the module for each (nothing is remembered).
+        reads: vec!["x".into()],
         is_static: false,
         propagation: flagforge_protocol::Propagation::Immediate,
         expose: Vec::new(),
@@ -47,8 +49,11 @@ pub fn manifest(abi_version: u32) -> Manifest {
         abi_version,
         ruleset: "hostile".into(),
         compiler: "hand-written".into(),
-        context: vec![],
-        flags: [LOOP, GROW, TRAP, BAD_PTR, OK]
+        context: vec![flagforge_protocol::AttrDecl {
+            name: "x".into(),
+            ty: "string".into(),
+        }],
+        flags: [LOOP, GROW, TRAP, BAD_PTR, OK, BAD_RECORD]
             .into_iter()
             .map(flag)
             .collect(),
@@ -78,14 +83,38 @@ pub struct Guest<'a> {
     pub abi_version: u32,
     pub extra: &'a str,
     pub omit_manifest: bool,
-    pub alloc_signature: Option<&'a str>,
+    pub input_signature: Option<&'a str>,
 }
 
 pub fn build(g: Guest) -> Vec<u8> {
-    let manifest = encode(&ManifestReply::Ok(manifest(1))).unwrap();
-    let result = encode(&canned()).unwrap();
-    let abi = if g.abi_version == 0 { 1 } else { g.abi_version };
-    let alloc_sig = g.alloc_signature.unwrap_or("(param i32) (result i32)");
+    let manifest = encode(&ManifestReply::Ok(manifest(
+        flagforge_protocol::abi::ABI_VERSION,
+    )))
+    .unwrap();
+    let mut result = Vec::new();
+    flagforge_protocol::abi::Record {
+        reason: Reason::Static,
+        error: None,
+        variant: Some(0),
+        message: "",
+        explain: &[],
+    }
+    .write(&mut result);
+    let mut bad_record = Vec::new();
+    flagforge_protocol::abi::Record {
+        reason: Reason::Static,
+        error: None,
+        variant: Some(9),
+        message: "",
+        explain: &[],
+    }
+    .write(&mut bad_record);
+    let abi = if g.abi_version == 0 {
+        flagforge_protocol::abi::ABI_VERSION
+    } else {
+        g.abi_version
+    };
+    let input_sig = g.input_signature.unwrap_or("(param i32) (result i32)");
     let manifest_fn = if g.omit_manifest {
         String::new()
     } else {
@@ -99,31 +128,31 @@ pub fn build(g: Guest) -> Vec<u8> {
         r#"(module
   {extra}
   (memory (export "memory") 2)
-  (global $bump (mut i32) (i32.const 16384))
   (data (i32.const 1024) "{m}")
   (data (i32.const 8192) "{r}")
+  (data (i32.const 8448) "{b}")
   (func (export "ff_abi_version") (result i32) (i32.const {abi}))
-  (func (export "ff_alloc") {alloc_sig}
-    (local $p i32)
-    (local.set $p (global.get $bump))
-    (global.set $bump (i32.add (global.get $bump) (i32.const 64)))
-    (local.get $p))
-  (func (export "ff_free") (param i32 i32))
+  (func (export "ff_input") {input_sig}
+    (i32.const 16384))
   {manifest_fn}
-  (func (export "ff_evaluate") (param $kp i32) (param $kl i32) (param i32 i32 i32) (result i64)
-    (if (i32.eq (local.get $kl) (i32.const 4)) (then (loop $l (br $l))))
-    (if (i32.eq (local.get $kl) (i32.const 5))
+  (func (export "ff_evaluate") (param $flag i32) (param i32 i32) (result i64)
+    (if (i32.eq (local.get $flag) (i32.const 0)) (then (loop $l (br $l))))
+    (if (i32.eq (local.get $flag) (i32.const 1))
       (then (loop $g (drop (memory.grow (i32.const 16))) (br $g))))
-    (if (i32.eq (local.get $kl) (i32.const 6)) (then unreachable))
-    (if (i32.eq (local.get $kl) (i32.const 7)) (then (return (i64.const 0x7ff0000000000010))))
+    (if (i32.eq (local.get $flag) (i32.const 2)) (then unreachable))
+    (if (i32.eq (local.get $flag) (i32.const 3)) (then (return (i64.const 0x7ff0000000000010))))
+    (if (i32.eq (local.get $flag) (i32.const 5))
+      (then (return (i64.or (i64.shl (i64.const 8448) (i64.const 32)) (i64.const {bl})))))
     (i64.or (i64.shl (i64.const 8192) (i64.const 32)) (i64.const {rl})))
-  (func (export "ff_evaluate_all") (param i32 i32 i32) (result i64)
+  (func (export "ff_evaluate_all") (param i32 i32) (result i64)
     (i64.or (i64.shl (i64.const 8192) (i64.const 32)) (i64.const {rl})))
 )"#,
         extra = g.extra,
         m = wat_bytes(&manifest),
         r = wat_bytes(&result),
         rl = result.len(),
+        b = wat_bytes(&bad_record),
+        bl = bad_record.len(),
     );
     wat::parse_str(&wat).unwrap()
 }

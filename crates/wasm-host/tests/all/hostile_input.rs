@@ -1,8 +1,6 @@
 //! Hostile contexts against the real module: too large, too deep, not MessagePack.
 
-use flagforge_protocol::{
-    decode, limits, value::encode_context, Context, ErrorCode, Reason, Resolution, Value,
-};
+use flagforge_protocol::{limits, Context, ErrorCode, Reason, Resolution, Value};
 use wasm_host::{CallError, Host, Limits, LoadedModule};
 
 use crate::guests;
@@ -86,21 +84,43 @@ fn an_oversized_attribute_fails_only_the_flags_that_read_it_in_a_bulk_evaluation
     assert!(all.iter().any(|r| r.reason == Reason::Error));
 }
 
+/// The module's answer for flag `key` to positional context bytes, sent as they are.
+fn raw(m: &LoadedModule, key: &str, positional: &[u8]) -> Resolution {
+    let flag = m
+        .manifest()
+        .flags
+        .iter()
+        .position(|f| f.key == key)
+        .unwrap() as u32;
+    let record = m.evaluate_record(flag, positional, 0).unwrap();
+    m.manifest().expand_one(flag, &record).unwrap()
+}
+
 #[test]
 fn a_context_nested_ten_thousand_deep_is_a_parse_error_not_a_crash() {
     let m = checkout();
-    // {"market": [[[[...10,000 deep...]]]]} as raw MessagePack.
-    let mut bytes = vec![0x81, 0xa6];
-    bytes.extend_from_slice(b"market");
-    bytes.extend(std::iter::repeat_n(0x91u8, 10_000));
-    bytes.push(0xc0);
-    let out = m
-        .evaluate_raw(b"FraudEngineRoutingMode", &bytes, 0)
-        .unwrap();
-    let r: Resolution = decode(&out).unwrap();
-    assert_eq!(r.error_code, Some(ErrorCode::ParseError));
-    assert!(r.error_message.unwrap().contains("nested deeper"));
-    assert_eq!(r.variant.as_deref(), Some("engine_v2"));
+    // {"market": [[[[...10,000 deep...]]]]} as canonical bytes (refused by the host) and
+    // {slot: [[[[...]]]]} as a positional context (refused by the module).
+    let mut canonical = vec![0x81, 0xa6];
+    canonical.extend_from_slice(b"market");
+    let slot = m
+        .manifest()
+        .context
+        .iter()
+        .position(|a| a.name == "market")
+        .unwrap() as u8;
+    let mut positional = vec![0x81, slot];
+    for bytes in [&mut canonical, &mut positional] {
+        bytes.extend(std::iter::repeat_n(0x91u8, 10_000));
+        bytes.push(0xc0);
+    }
+    let by_host = m.evaluate_canonical("FraudEngineRoutingMode", &canonical, false);
+    let by_module = raw(&m, "FraudEngineRoutingMode", &positional);
+    for r in [by_host, by_module] {
+        assert_eq!(r.error_code, Some(ErrorCode::ParseError));
+        assert!(r.error_message.unwrap().contains("nested deeper"));
+        assert_eq!(r.variant.as_deref(), Some("engine_v2"));
+    }
     let ok = m.evaluate("FraudEngineRoutingMode", &fr(), false);
     assert_eq!(ok.reason, Reason::TargetingMatch);
 }
@@ -115,10 +135,24 @@ fn garbage_context_bytes_are_a_parse_error() {
         b"\x93\x01\x02\x03",
         b"\xdf\xff\xff\xff\xff",
     ] {
-        let out = m
-            .evaluate_raw(b"FraudEngineRoutingMode", garbage, 0)
-            .unwrap();
-        let r: Resolution = decode(&out).unwrap();
+        for r in [
+            raw(&m, "FraudEngineRoutingMode", garbage),
+            m.evaluate_canonical("FraudEngineRoutingMode", garbage, false),
+        ] {
+            assert_eq!(
+                r.error_code,
+                Some(ErrorCode::ParseError),
+                "{garbage:?}: {r:?}"
+            );
+        }
+    }
+    // Positional contexts only: a string key, a slot out of range, slots out of order.
+    for garbage in [
+        &b"\x81\xa1a\x01"[..],
+        b"\x81\xcc\xff\x01",
+        b"\x82\x01\xc0\x00\xc0",
+    ] {
+        let r = raw(&m, "FraudEngineRoutingMode", garbage);
         assert_eq!(
             r.error_code,
             Some(ErrorCode::ParseError),
@@ -128,12 +162,21 @@ fn garbage_context_bytes_are_a_parse_error() {
 }
 
 #[test]
-fn a_non_utf8_flag_key_is_flag_not_found() {
+fn an_unknown_flag_is_flag_not_found_with_or_without_a_call() {
     let m = checkout();
-    let ctx = encode_context(&fr()).unwrap();
-    let out = m.evaluate_raw(b"\xff\xfe", &ctx, 0).unwrap();
-    let r: Resolution = decode(&out).unwrap();
+    let calls = m.stats().calls.load(std::sync::atomic::Ordering::Relaxed);
+    let r = m.evaluate("NoSuchFlag", &fr(), false);
     assert_eq!(r.error_code, Some(ErrorCode::FlagNotFound));
+    assert_eq!(
+        m.stats().calls.load(std::sync::atomic::Ordering::Relaxed),
+        calls,
+        "answered by the host"
+    );
+    let record = m.evaluate_record(9_999, &[0x80], 0).unwrap();
+    let (record, rest) = flagforge_protocol::abi::Record::read(&record).unwrap();
+    assert!(rest.is_empty());
+    assert_eq!(record.error, Some(ErrorCode::FlagNotFound));
+    assert_eq!(record.variant, None);
 }
 
 #[test]
@@ -141,7 +184,9 @@ fn the_raw_context_limit_is_enforced_before_calling_the_guest() {
     let m = checkout();
     let big = vec![0u8; limits::MAX_CONTEXT_BYTES + 1];
     assert!(matches!(
-        m.evaluate_raw(b"x", &big, 0),
+        m.evaluate_record(0, &big, 0),
         Err(CallError::ContextTooLarge { .. })
     ));
+    let r = m.evaluate_canonical("FraudEngineRoutingMode", &big, false);
+    assert_eq!(r.error_code, Some(ErrorCode::InvalidContext));
 }

@@ -64,7 +64,7 @@ fn a_module_with_an_import_is_refused() {
 #[test]
 fn an_unsupported_abi_version_is_refused() {
     let err = load(&guests::build(Guest {
-        abi_version: 2,
+        abi_version: 3,
         ..Guest::default()
     }))
     .map(|_| ())
@@ -73,8 +73,26 @@ fn an_unsupported_abi_version_is_refused() {
         matches!(
             err,
             LoadError::UnsupportedAbi {
-                found: 2,
-                expected: 1
+                found: 3,
+                expected: 2
+            }
+        ),
+        "{err}"
+    );
+    // A version 1 module (ff_alloc, no ff_input) is named as such, not as a missing export.
+    let v1 = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "ff_abi_version") (result i32) (i32.const 1))
+             (func (export "ff_alloc") (param i32) (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let err = load(&v1).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoadError::UnsupportedAbi {
+                found: 1,
+                expected: 2
             }
         ),
         "{err}"
@@ -104,7 +122,7 @@ fn a_missing_export_is_refused() {
 #[test]
 fn an_export_with_the_wrong_signature_is_refused() {
     let g = Guest {
-        alloc_signature: Some("(result i32)"),
+        input_signature: Some("(result i32)"),
         ..Guest::default()
     };
     let err = load(&guests::build(g)).map(|_| ()).unwrap_err();
@@ -112,7 +130,7 @@ fn an_export_with_the_wrong_signature_is_refused() {
         matches!(
             err,
             LoadError::BadExport {
-                name: "ff_alloc",
+                name: "ff_input",
                 ..
             }
         ),
@@ -141,7 +159,7 @@ fn a_module_with_corrupt_rules_is_refused() {
         flagforge_compiler::link::link(flagforge_compiler::GUEST_WASM, b"\xff\xfe garbage rules")
             .unwrap();
     let err = load(&bytes).map(|_| ()).unwrap_err();
-    assert!(matches!(err, LoadError::Unusable(_)), "{err}");
+    assert!(matches!(err, LoadError::NoRules(_)), "{err}");
     assert!(
         err.to_string().contains("compiled rules are malformed"),
         "{err}"
@@ -153,6 +171,7 @@ fn a_generic_guest_without_rules_is_refused() {
     let err = load(flagforge_compiler::GUEST_WASM)
         .map(|_| ())
         .unwrap_err();
+    assert!(matches!(err, LoadError::NoRules(_)), "{err}");
     assert!(err.to_string().contains("no linked rules"), "{err}");
 }
 

@@ -7,6 +7,7 @@
 )]
 
 mod compiled_cache;
+mod conformance;
 mod guests;
 mod hostile_input;
 mod hostile_modules;

@@ -2,7 +2,7 @@
 //! back as a decodable result (a trap would be a guest bug), and mutated module bytes are
 //! refused with a reason or load and answer — the process never crashes.
 
-use flagforge_protocol::{decode, value::encode_context, Context, Resolution, Value};
+use flagforge_protocol::{Context, Value};
 use wasm_host::{Host, Limits};
 
 use crate::guests;
@@ -73,7 +73,10 @@ fn mutated_context_bytes_always_come_back_as_data() {
     ] {
         ctx.insert(k.into(), v);
     }
-    let base = encode_context(&ctx).unwrap();
+    // What a host sends for an all-flags call: the mutations hit the module's own reader.
+    let layout = flagforge_protocol::positional::Layout::new(module.manifest());
+    let mut base = Vec::new();
+    flagforge_protocol::positional::encode(&ctx, layout.plan(None), &mut base).unwrap();
     let flags: Vec<String> = module
         .manifest()
         .flags
@@ -83,13 +86,15 @@ fn mutated_context_bytes_always_come_back_as_data() {
     let mut rng = Rng(0x5eed_c0de_0000_0002);
     for i in 0..3000 {
         let bytes = mutate(&mut rng, &base);
-        let flag = &flags[i % flags.len()];
+        let index = i % flags.len();
         let out = module
-            .evaluate_raw(flag.as_bytes(), &bytes, (i % 2) as u32)
+            .evaluate_record(index as u32, &bytes, (i % 2) as u32)
             .unwrap_or_else(|e| panic!("iteration {i}: the module failed instead of answering: {e}; input {bytes:02x?}"));
-        let r: Resolution =
-            decode(&out).unwrap_or_else(|e| panic!("iteration {i}: undecodable result: {e}"));
-        assert_eq!(&r.key, flag);
+        let r = module
+            .manifest()
+            .expand_one(index as u32, &out)
+            .unwrap_or_else(|e| panic!("iteration {i}: unreadable record: {e}"));
+        assert_eq!(r.key, flags[index]);
     }
     assert_eq!(
         module
@@ -113,12 +118,13 @@ fn mutated_modules_are_refused_or_load_and_answer() {
     let known = [
         "too_large",
         "bad_magic",
-        "binary_version",
-        "invalid",
-        "has_imports",
-        "bad_export",
+        "invalid_module",
+        "imports",
+        "missing_export",
         "abi_version",
         "unusable",
+        "no_rules",
+        "bad_manifest",
         "instantiate",
     ];
     for i in 0..60 {

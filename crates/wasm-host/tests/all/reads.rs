@@ -65,11 +65,12 @@ fn remembered_answers_of_context_free_flags_are_the_modules_own_bytes() {
         ctx.insert("market".into(), Value::from("FR"));
         ctx.insert("noise".into(), Value::from(42));
         let encoded = flagforge_protocol::value::encode_context(&ctx).unwrap();
-        for flag in module
+        for (index, flag) in module
             .manifest()
             .flags
             .iter()
-            .filter(|f| reads[&f.key].is_empty())
+            .enumerate()
+            .filter(|(_, f)| reads[&f.key].is_empty())
         {
             let calls = module.stats().calls.load(Ordering::Relaxed);
             let remembered = module.evaluate(&flag.key, &ctx, false);
@@ -79,11 +80,17 @@ fn remembered_answers_of_context_free_flags_are_the_modules_own_bytes() {
                 "{}: no call",
                 flag.key
             );
+            // The module, asked directly, answers the same.
+            let record = module.evaluate_record(index as u32, &[0x80], 0).unwrap();
             assert_eq!(
-                flagforge_protocol::encode(&remembered).unwrap(),
-                module
-                    .evaluate_raw(flag.key.as_bytes(), &encoded, 0)
-                    .unwrap(),
+                remembered,
+                module.manifest().expand_one(index as u32, &record).unwrap(),
+                "{}",
+                flag.key
+            );
+            assert_eq!(
+                remembered,
+                module.evaluate_canonical(&flag.key, &encoded, false),
                 "{}",
                 flag.key
             );
@@ -101,9 +108,10 @@ fn remembered_answers_of_context_free_flags_are_the_modules_own_bytes() {
             .iter()
             .filter(|f| reads[&f.key].is_empty())
             .count();
+        // Each was answered twice without a call: from a context and from canonical bytes.
         assert_eq!(
             module.stats().constant_answers.load(Ordering::Relaxed),
-            here as u64
+            2 * here as u64
         );
     }
     assert!(
@@ -191,11 +199,10 @@ fn a_large_schema_binds_only_what_a_flag_reads_with_the_same_answers() {
                 "{key} {pairs:?}"
             );
             // The whole context, padding included, through the bytes path.
-            let raw = module.evaluate_raw(key.as_bytes(), &bytes, 0).unwrap();
             assert_eq!(
-                flagforge_protocol::decode::<flagforge_protocol::Resolution>(&raw).unwrap(),
+                module.evaluate_canonical(key, &bytes, false),
                 expected,
-                "{key} {pairs:?} (raw)"
+                "{key} {pairs:?} (canonical bytes)"
             );
         }
         assert_eq!(
@@ -213,8 +220,7 @@ fn a_large_schema_binds_only_what_a_flag_reads_with_the_same_answers() {
         reversed.extend(flagforge_protocol::encode(&Value::String(k.into())).unwrap());
         reversed.extend(flagforge_protocol::encode(&val).unwrap());
     }
-    let raw = module.evaluate_raw(b"Cmp", &reversed, 0).unwrap();
-    let r: flagforge_protocol::Resolution = flagforge_protocol::decode(&raw).unwrap();
+    let r = module.evaluate_canonical("Cmp", &reversed, false);
     assert_eq!(
         (r.variant.as_deref(), r.reason),
         (Some("on"), flagforge_protocol::Reason::TargetingMatch)
