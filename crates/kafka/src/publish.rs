@@ -91,16 +91,12 @@ pub struct Publisher {
     producer: FutureProducer,
     topic_ready: AtomicBool,
     audit_ready: AtomicBool,
-    view: Mutex<TopicView>,
+    view: Mutex<TopicView<Ledger>>,
+    audit: Mutex<TopicView<AuditLog>>,
 }
 
 fn poisoned() -> KafkaError {
     KafkaError::Client("the publisher's topic view lock is poisoned".into())
-}
-
-/// The partitions of the modules topic, or `None` if it does not exist (yet).
-fn partitions(consumer: &BaseConsumer) -> Result<Option<Vec<i32>>, KafkaError> {
-    partitions_of(consumer, MODULES_TOPIC)
 }
 
 /// The partitions of `topic`, or `None` if it does not exist (yet).
@@ -115,43 +111,80 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Option<Vec<i32>
     Ok((!ids.is_empty()).then_some(ids))
 }
 
-/// What the publisher has read of the modules topic: every record went through the
-/// [`Ledger`], which keeps only verified envelopes. One long-lived consumer, so a publish costs
-/// a watermark round trip and the new records, not a fresh client and a full re-read.
-struct TopicView {
+/// What a [`TopicView`] keeps of the records it reads.
+trait Sink {
+    fn observe(&mut self, key: Option<&[u8]>, value: &[u8]);
+    /// An empty sink with the same settings (the log was lost: start over).
+    fn fresh(&self) -> Self;
+}
+
+impl Sink for Ledger {
+    fn observe(&mut self, key: Option<&[u8]>, value: &[u8]) {
+        // Unverified records are counted by the ledger and never built upon; hosts reject
+        // them too.
+        let _ = Ledger::observe(self, key, value);
+    }
+
+    fn fresh(&self) -> Ledger {
+        Ledger::new(self.trusted().clone(), self.trust().cloned())
+    }
+}
+
+/// The audit topic's records as read, verified per publish (`verified_audit`: the chain is
+/// checked as a whole).
+#[derive(Default)]
+struct AuditLog(Vec<Vec<u8>>);
+
+impl Sink for AuditLog {
+    fn observe(&mut self, _key: Option<&[u8]>, value: &[u8]) {
+        self.0.push(value.to_vec());
+    }
+
+    fn fresh(&self) -> AuditLog {
+        AuditLog::default()
+    }
+}
+
+/// What the publisher has read of one topic: the modules topic through the [`Ledger`], which
+/// keeps only verified envelopes, and the audit topic as records. One long-lived consumer per
+/// topic, so a publish costs a watermark round trip and the new records, not a fresh client
+/// and a full re-read.
+struct TopicView<S> {
+    topic: &'static str,
     consumer: Option<BaseConsumer>,
     /// Next offset to read, per assigned partition.
     next: BTreeMap<i32, i64>,
-    /// The topic's partitions and when they were last listed (refreshed every 30 s: the modules
-    /// topic almost never changes shape, and a metadata round trip per publish adds latency).
+    /// The topic's partitions and when they were last listed (refreshed every 30 s: the
+    /// topics almost never change shape, and a metadata round trip per publish adds latency).
     listed: Option<(Instant, Vec<i32>)>,
-    ledger: Ledger,
+    sink: S,
 }
 
-impl TopicView {
-    fn new(trusted: TrustedKeys, trust: Option<Trust>) -> TopicView {
+impl<S: Sink> TopicView<S> {
+    fn new(topic: &'static str, sink: S) -> TopicView<S> {
         TopicView {
+            topic,
             consumer: None,
             next: BTreeMap::new(),
             listed: None,
-            ledger: Ledger::new(trusted, trust),
+            sink,
         }
     }
 
-    /// Starts over with the same keys (a broker that lost its data).
+    /// Starts over with the same settings (a broker that lost its data).
     fn reset(&mut self) {
-        let (trusted, trust) = (self.ledger.trusted().clone(), self.ledger.trust().cloned());
-        *self = TopicView::new(trusted, trust);
+        *self = TopicView::new(self.topic, self.sink.fresh());
     }
 }
 
-impl TopicView {
+impl<S: Sink> TopicView<S> {
     fn consumer(&mut self, config: &KafkaConfig) -> Result<&BaseConsumer, KafkaError> {
         if self.consumer.is_none() {
             self.consumer = Some(
                 config
                     .client(&[
                         ("group.id", "flagforge-publisher"),
+                        ("client.id", self.topic),
                         ("enable.auto.commit", "false"),
                         ("auto.offset.reset", "earliest"),
                         ("fetch.wait.max.ms", "10"),
@@ -179,12 +212,11 @@ impl TopicView {
         let ends = |consumer: &BaseConsumer| -> Result<(Vec<i32>, BTreeMap<i32, i64>), KafkaError> {
             let ids = match &listed {
                 Some((_, ids)) => ids.clone(),
-                None => partitions(consumer)?.unwrap_or_default(),
+                None => partitions_of(consumer, self.topic)?.unwrap_or_default(),
             };
             let mut high = BTreeMap::new();
             for &p in &ids {
-                let (_, h) =
-                    consumer.fetch_watermarks(MODULES_TOPIC, p, Duration::from_secs(10))?;
+                let (_, h) = consumer.fetch_watermarks(self.topic, p, Duration::from_secs(10))?;
                 high.insert(p, h);
             }
             Ok((ids, high))
@@ -215,7 +247,7 @@ impl TopicView {
                     .next
                     .get(&p)
                     .map_or(Offset::Beginning, |n| Offset::Offset(*n));
-                tpl.add_partition_offset(MODULES_TOPIC, p, at)?;
+                tpl.add_partition_offset(self.topic, p, at)?;
                 self.next.entry(p).or_insert(0);
             }
             consumer.assign(&tpl)?;
@@ -229,17 +261,14 @@ impl TopicView {
             }
             if Instant::now() > deadline {
                 return Err(KafkaError::Client(match last_error {
-                    Some(e) => format!("timed out reading the modules topic: {e}"),
-                    None => "timed out reading the modules topic".into(),
+                    Some(e) => format!("timed out reading topic {}: {e}", self.topic),
+                    None => format!("timed out reading topic {}", self.topic),
                 }));
             }
             match consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(msg)) => {
                     self.next.insert(msg.partition(), msg.offset() + 1);
-                    // Unverified records are counted by the ledger and never built upon;
-                    // hosts reject them too.
-                    let _ = self
-                        .ledger
+                    self.sink
                         .observe(msg.key(), msg.payload().unwrap_or_default());
                 }
                 // Transport errors are reported here while librdkafka reconnects by itself
@@ -281,7 +310,7 @@ impl Publisher {
         let (history, ignored, untrusted_newer, trusted) = {
             let mut view = self.view.lock().map_err(|_| poisoned())?;
             view.catch_up(&self.config)?;
-            let l = &view.ledger;
+            let l = &view.sink;
             (
                 l.history(ruleset),
                 l.ignored()
@@ -292,11 +321,11 @@ impl Publisher {
                 l.trusted().clone(),
             )
         };
-        let raw: Vec<Vec<u8>> = read_topic(&self.config, AUDIT_TOPIC)?
-            .into_iter()
-            .map(|r| r.value)
-            .collect();
-        let (audit, _) = verified_audit(&raw, &trusted);
+        let (audit, _) = {
+            let mut log = self.audit.lock().map_err(|_| poisoned())?;
+            log.catch_up(&self.config)?;
+            verified_audit(&log.sink.0, &trusted)
+        };
         Ok(Survey {
             history,
             ignored,
@@ -325,7 +354,11 @@ impl Publisher {
             producer,
             topic_ready: AtomicBool::new(false),
             audit_ready: AtomicBool::new(false),
-            view: Mutex::new(TopicView::new(TrustedKeys::default(), None)),
+            view: Mutex::new(TopicView::new(
+                MODULES_TOPIC,
+                Ledger::new(TrustedKeys::default(), None),
+            )),
+            audit: Mutex::new(TopicView::new(AUDIT_TOPIC, AuditLog::default())),
         })
     }
 
@@ -418,7 +451,7 @@ impl Publisher {
     pub fn latest(&self, ruleset: &str) -> Result<Option<Envelope>, KafkaError> {
         let mut view = self.view.lock().map_err(|_| poisoned())?;
         view.catch_up(&self.config)?;
-        Ok(view.ledger.history(ruleset).latest)
+        Ok(view.sink.history(ruleset).latest)
     }
 
     /// Verifies the topic's records against `trusted` as well as the signing key (the keys
@@ -427,8 +460,8 @@ impl Publisher {
     #[must_use]
     pub fn trusting(self, trusted: TrustedKeys) -> Publisher {
         if let Ok(mut view) = self.view.lock() {
-            let trust = view.ledger.trust().cloned();
-            *view = TopicView::new(trusted, trust);
+            let trust = view.sink.trust().cloned();
+            *view = TopicView::new(MODULES_TOPIC, Ledger::new(trusted, trust));
         }
         self
     }
@@ -439,8 +472,8 @@ impl Publisher {
     #[must_use]
     pub fn governed(self, trust: Trust) -> Publisher {
         if let Ok(mut view) = self.view.lock() {
-            let trusted = view.ledger.trusted().clone();
-            *view = TopicView::new(trusted, Some(trust));
+            let trusted = view.sink.trusted().clone();
+            *view = TopicView::new(MODULES_TOPIC, Ledger::new(trusted, Some(trust)));
         }
         self
     }
@@ -448,11 +481,11 @@ impl Publisher {
     /// Makes sure the ledger trusts `key` (a publisher always builds on its own releases).
     fn trust_signer(&self, key: &KeyPair) -> Result<Option<Trust>, KafkaError> {
         let mut view = self.view.lock().map_err(|_| poisoned())?;
-        let trust = view.ledger.trust().cloned();
-        if trust.is_none() && view.ledger.trusted().get(key.public().id()).is_none() {
-            let mut trusted = view.ledger.trusted().clone();
+        let trust = view.sink.trust().cloned();
+        if trust.is_none() && view.sink.trusted().get(key.public().id()).is_none() {
+            let mut trusted = view.sink.trusted().clone();
             trusted.insert(key.public());
-            *view = TopicView::new(trusted, None);
+            *view = TopicView::new(MODULES_TOPIC, Ledger::new(trusted, None));
         }
         Ok(trust)
     }
@@ -636,7 +669,7 @@ impl Publisher {
             let mut view = self.view.lock().map_err(|_| poisoned())?;
             view.catch_up(&self.config)?;
             let read_through = view.next.get(&partition).copied().unwrap_or(offset + 1);
-            Ok::<_, KafkaError>((view.ledger.history(&ruleset).latest, read_through))
+            Ok::<_, KafkaError>((view.sink.history(&ruleset).latest, read_through))
         })?;
         let record = Landed {
             partition,

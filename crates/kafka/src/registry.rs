@@ -396,7 +396,7 @@ impl Registry {
                     );
                 }
                 map.insert(env.ruleset.clone(), served);
-                let keep: Vec<[u8; 32]> = map.values().map(|s| s.module.sha256()).collect();
+                let keep: Vec<[u8; 32]> = map.values().map(|s| s.module.cache_key()).collect();
                 drop(map);
                 if let Some(cache) = self.host.compiled_cache() {
                     cache.prune(&keep);

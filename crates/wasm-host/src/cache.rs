@@ -1,8 +1,10 @@
 //! The compiled-module cache: wasmtime's native artifacts on disk, keyed and checked so a
 //! stale, foreign or corrupt file is recompiled, never trusted blindly.
 //!
-//! One file per module, `<module sha256 hex>.cwasm`, holding a fixed header then the bytes
-//! of `Module::serialize`:
+//! One file per compiled module, `<sha256 hex of the compiled .wasm>.cwasm` — for a module
+//! split into code and data (`shared.rs`) that is its template, so every version of a
+//! ruleset built by the same flagforge shares one file — holding a fixed header then the
+//! bytes of `Module::serialize`:
 //!
 //! | bytes | content                                                                 |
 //! |-------|-------------------------------------------------------------------------|

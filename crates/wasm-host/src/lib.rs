@@ -26,6 +26,7 @@
 mod cache;
 mod module;
 mod reuse;
+mod shared;
 
 pub use cache::{CacheReject, CacheStats, CompiledCache};
 pub use module::{CallError, CompiledFrom, LoadedModule, ModuleStats};
@@ -153,6 +154,7 @@ pub struct Host {
     limits: Limits,
     cache: Option<std::sync::Arc<CompiledCache>>,
     reuse: std::sync::Arc<reuse::CodeReuse>,
+    templates: std::sync::Arc<shared::Templates>,
 }
 
 impl Host {
@@ -173,6 +175,7 @@ impl Host {
             limits,
             cache: None,
             reuse,
+            templates: std::sync::Arc::default(),
         })
     }
 
@@ -215,7 +218,13 @@ impl Host {
     /// [`Self::load`] without writing the cache: for a caller that must persist something
     /// more important first (a registry writes the snapshot, then calls [`Self::remember`]).
     pub fn compile(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
-        LoadedModule::load(&self.engine, self.limits, self.cache.as_deref(), bytes)
+        LoadedModule::load(
+            &self.engine,
+            self.limits,
+            self.cache.as_deref(),
+            &self.templates,
+            bytes,
+        )
     }
 
     /// Writes a loaded module's native code to the compiled-module cache (if there is one and

@@ -12,6 +12,7 @@ use wasmtime::{
 };
 
 use crate::cache::{CacheReject, CompiledCache, Found};
+use crate::shared;
 use crate::{Limits, LoadError};
 
 pub use flagforge_runtime::CallError;
@@ -60,6 +61,10 @@ pub struct LoadedModule {
     /// Addressing, encoding, expansion and remembered answers (`flagforge-runtime`).
     runtime: Runtime,
     sha256: [u8; 32],
+    /// Under which key the compiled code is cached: the template's for a split module.
+    cache_key: [u8; 32],
+    /// What each instance of a split module needs written after instantiating its template.
+    patch: Option<shared::DataPatch>,
     size: usize,
     /// Idle instances: a lock-free bounded queue, so threads never wait on each other to take
     /// or return one.
@@ -78,6 +83,9 @@ pub enum CompiledFrom {
     Compiled,
     /// Read from the compiled-module cache.
     Cache,
+    /// Shared with a module this host loaded before: the same code, other data (a new
+    /// version of a ruleset built by the same flagforge). Nothing was compiled.
+    Shared,
     /// Compiled because the cache file was refused.
     CacheRejected(CacheReject),
 }
@@ -121,6 +129,7 @@ impl LoadedModule {
         engine: &Engine,
         limits: Limits,
         cache: Option<&CompiledCache>,
+        templates: &shared::Templates,
         bytes: &[u8],
     ) -> Result<Self, LoadError> {
         if bytes.len() > limits.max_module_bytes {
@@ -141,12 +150,21 @@ impl LoadedModule {
             return Err(LoadError::UnsupportedBinaryVersion(version));
         }
         let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        // A module that splits into code and data is compiled as its template, which every
+        // version with the same code shares (`shared.rs`); any other is compiled whole.
+        let split = shared::split(bytes);
+        let (code, key) = match &split {
+            Some(s) => (s.template.as_slice(), s.key),
+            None => (bytes, sha256),
+        };
         let compile =
-            || Module::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
-        let (module, source) = match cache.map(|c| (c, c.find(engine, &sha256))) {
-            None => (compile()?, CompiledFrom::Compiled),
-            Some((_, Found::Hit(module))) => (module, CompiledFrom::Cache),
-            Some((_, found)) => {
+            || Module::new(engine, code).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+        let shared_code = split.as_ref().and_then(|s| templates.get(&s.key));
+        let (module, source) = match (shared_code, cache.map(|c| (c, c.find(engine, &key)))) {
+            (Some(module), _) => (module, CompiledFrom::Shared),
+            (None, None) => (compile()?, CompiledFrom::Compiled),
+            (None, Some((_, Found::Hit(module)))) => (module, CompiledFrom::Cache),
+            (None, Some((_, found))) => {
                 let module = compile()?;
                 let source = match found {
                     Found::Rejected(reason) => CompiledFrom::CacheRejected(reason),
@@ -196,6 +214,8 @@ impl LoadedModule {
             limits,
             runtime: Runtime::new(placeholder, limits.max_context_bytes),
             sha256,
+            cache_key: key,
+            patch: split.map(|s| s.patch),
             compiled_from: source,
             size: bytes.len(),
             pool: ArrayQueue::new(limits.max_idle_instances.max(1)),
@@ -236,6 +256,9 @@ impl LoadedModule {
         loaded.reads = manifest.answer_reads();
         loaded.runtime = Runtime::new(manifest, limits.max_context_bytes);
         loaded.checkin(slot);
+        if loaded.patch.is_some() {
+            templates.insert(key, loaded.pre.module().clone());
+        }
         // The answers of flags that read nothing cannot change: ask once, remember.
         for flag in loaded.runtime.constant_flags() {
             let answer = loaded.call(flag, EMPTY_CONTEXT, 0);
@@ -251,7 +274,7 @@ impl LoadedModule {
     /// snapshot is on disk: the snapshot matters more than the cache when space runs out).
     pub(crate) fn persist(&self, cache: &CompiledCache) {
         if self.compiled_from != CompiledFrom::Cache {
-            cache.store(&self.sha256, self.pre.module());
+            cache.store(&self.cache_key, self.pre.module());
         }
     }
 
@@ -276,6 +299,18 @@ impl LoadedModule {
                     name: abi::EXPORT_MEMORY,
                     reason: "not a memory".into(),
                 })?;
+        if let Some(patch) = &self.patch {
+            // The module's own memory, as instantiating it would leave it (`shared.rs`).
+            let grow = patch.min_pages.saturating_sub(memory.size(&store));
+            memory
+                .grow(&mut store, grow)
+                .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+            for (at, data) in &patch.segments {
+                memory
+                    .write(&mut store, *at as usize, data)
+                    .map_err(|e| LoadError::Instantiate(format!("data segment at {at}: {e}")))?;
+            }
+        }
         let exports = Exports {
             memory,
             abi_version: typed(&instance, &mut store, abi::EXPORT_ABI_VERSION)?,
@@ -526,6 +561,14 @@ impl LoadedModule {
     #[must_use]
     pub fn sha256(&self) -> [u8; 32] {
         self.sha256
+    }
+
+    /// The key of this module's native code in the compiled-module cache: the sha256 of the
+    /// code compiled, which for a module split into code and data is its template (shared by
+    /// every version built by the same flagforge), else the module's own sha256.
+    #[must_use]
+    pub fn cache_key(&self) -> [u8; 32] {
+        self.cache_key
     }
 
     /// sha256 as lowercase hex.

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use flagforge_protocol::{Context, Value};
-use sha2::{Digest, Sha256};
 use wasm_host::{CacheReject, CompiledFrom, Host, Limits, LoadedModule};
 
 use crate::guests::{self, Guest};
@@ -31,9 +30,15 @@ fn restart(dir: &Path, bytes: &[u8]) -> (CompiledFrom, Vec<u8>) {
     (m.compiled_from().clone(), answers(&m))
 }
 
+/// The cache file of `bytes`: named by the sha256 of the code compiled (for a module split
+/// into code and data, its template's; see `LoadedModule::cache_key`).
 fn cache_file(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
-    let sha: [u8; 32] = Sha256::digest(bytes).into();
-    host(dir).compiled_cache().unwrap().path_for(&sha)
+    let key = Host::new(Limits::default())
+        .unwrap()
+        .load(bytes)
+        .unwrap()
+        .cache_key();
+    host(dir).compiled_cache().unwrap().path_for(&key)
 }
 
 #[test]
