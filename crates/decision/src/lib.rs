@@ -183,21 +183,6 @@ struct Payload {
 #[derive(Serialize, Deserialize)]
 struct Wire(u64, String, serde_bytes::ByteBuf, serde_bytes::ByteBuf);
 
-const REASONS: [Reason; 8] = [
-    Reason::Static,
-    Reason::Default,
-    Reason::TargetingMatch,
-    Reason::Split,
-    Reason::Disabled,
-    Reason::Cached,
-    Reason::Stale,
-    Reason::Error,
-];
-
-fn reason_code(r: Reason) -> u8 {
-    REASONS.iter().position(|x| *x == r).unwrap_or(7) as u8
-}
-
 fn signed_message(key_id: &str, payload: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(DOMAIN.len() + key_id.len() + 1 + payload.len());
     m.extend_from_slice(DOMAIN);
@@ -253,7 +238,7 @@ impl DecisionContext {
                         c.ruleset as u32,
                         c.variant.clone(),
                         c.value.clone(),
-                        reason_code(c.reason),
+                        c.reason.code(),
                     )
                 })
                 .collect(),
@@ -319,8 +304,7 @@ impl DecisionContext {
                     "flag `{flag}` names ruleset #{ruleset} of {n}"
                 )));
             }
-            let reason = *REASONS
-                .get(reason as usize)
+            let reason = Reason::from_code(reason)
                 .ok_or_else(|| DecisionError::Malformed(format!("reason code {reason}")))?;
             decisions.insert(
                 flag,

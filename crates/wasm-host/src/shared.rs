@@ -78,24 +78,6 @@ const START: u8 = 8;
 const DATA: u8 = 11;
 const DATA_COUNT: u8 = 12;
 
-fn leb128_u32(out: &mut Vec<u8>, mut v: u32) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn section(out: &mut Vec<u8>, id: u8, body: &[u8]) {
-    out.push(id);
-    leb128_u32(out, body.len() as u32);
-    out.extend_from_slice(body);
-}
-
 fn const_i32(expr: &wasmparser::ConstExpr) -> Option<u32> {
     let mut ops = expr.get_operators_reader();
     match (ops.read().ok()?, ops.read().ok()?) {
@@ -117,10 +99,16 @@ pub(crate) fn split(bytes: &[u8]) -> Option<Split> {
     let mut min_pages = None;
     let mut segments = Vec::new();
     let mut data_count = None;
+    let mut data_seen = false;
     while !reader.eof() {
         let id = reader.read_u8().ok()?;
         let len = reader.read_var_u32().ok()? as usize;
         let body = reader.read_bytes(len).ok()?;
+        // The data section is the last known section, and there is one: the template (which
+        // leaves it out) must not hide a module whose sections are out of order.
+        if data_seen && id != CUSTOM {
+            return None;
+        }
         match id {
             DATA_COUNT => {
                 data_count = Some(BinaryReader::new(body, 0).read_var_u32().ok()?);
@@ -151,6 +139,7 @@ pub(crate) fn split(bytes: &[u8]) -> Option<Split> {
                 wasm_encoder::Section::append_to(&sec, &mut template);
             }
             DATA => {
+                data_seen = true;
                 for seg in DataSectionReader::new(BinaryReader::new(body, 0)).ok()? {
                     let seg = seg.ok()?;
                     let DataKind::Active {
@@ -163,7 +152,10 @@ pub(crate) fn split(bytes: &[u8]) -> Option<Split> {
                     segments.push((const_i32(&offset_expr)?, seg.data.to_vec()));
                 }
             }
-            _ => section(&mut template, id, body),
+            _ => wasm_encoder::Section::append_to(
+                &wasm_encoder::RawSection { id, data: body },
+                &mut template,
+            ),
         }
     }
     if data_count.is_some_and(|n| n as usize != segments.len()) {
@@ -228,5 +220,9 @@ mod tests {
             assert!(split(&wat::parse_str(wat).unwrap()).is_none(), "{wat}");
         }
         assert!(split(b"\0asm\x01\0\0\0\x99").is_none());
+        // A data section followed by another known section (out of order) is not split.
+        let mut reordered = module(1, "abcd");
+        reordered.extend_from_slice(&[7, 1, 0]); // an empty export section after the data
+        assert!(split(&reordered).is_none());
     }
 }
