@@ -1,11 +1,11 @@
-//! Compiled-function reuse between module versions (Cranelift's incremental compilation cache).
+//! Compiled-function reuse between modules (Cranelift's incremental compilation cache).
 //!
-//! Two versions of a ruleset share the whole evaluator: the linker only adds a data segment
-//! and raises the memory minimum (`ABI.md`, "Linking the rules"), so every function body is the
-//! same. wasmtime still translates each function to Cranelift IR, and this store hands back the
-//! machine code Cranelift produced for an identical function before, keyed by Cranelift's own
-//! hash of the function and the compiler settings. A new rules version then costs translation
-//! and linking, not code generation.
+//! A new version of a ruleset compiles nothing: it shares its template (`shared.rs`). What is
+//! still compiled is code the host has not seen — the template of another flagforge build, or a
+//! module compiled whole — and most of its functions are usually identical to ones compiled
+//! before. wasmtime still translates each function to Cranelift IR, and this store hands back
+//! the machine code Cranelift produced for an identical function before, keyed by Cranelift's
+//! own hash of the function and the compiler settings.
 //!
 //! The store lives in memory, per [`crate::Host`] (its engine), and is bounded: past
 //! [`CODE_REUSE_BYTES`] the oldest entries go first. What it holds is this process's own
