@@ -19,7 +19,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use evaluator_core::{Options, Ruleset};
 use flagforge_protocol::{Context, Resolution};
-use flagforge_runtime::{Prepared, Runtime};
+use flagforge_runtime::Runtime;
 use wasm_host::{Host, Limits};
 
 /// Flags measured one at a time: a rollout, a segment lookup with semver, a plain comparison.
@@ -41,14 +41,11 @@ fn contexts() -> Vec<Context> {
 /// The native evaluator behind the host runtime: the positional context a host sends, one
 /// result record, expanded from the manifest (the module's path, without the sandbox).
 fn native_bytes(native: &Ruleset, runtime: &Runtime, flag: &str, ctx: &Context) -> Resolution {
-    match runtime.prepare(flag, ctx, false) {
-        Prepared::Call { flag: i, context } => {
-            let mut out = Vec::with_capacity(64);
-            native.evaluate_record(i, &context, 0, &mut out);
-            runtime.finish(i, &out).expect("record")
-        }
-        Prepared::Answer(r) | Prepared::Constant(r) | Prepared::Refused(r, _) => r,
-    }
+    runtime.answer(flag, runtime.prepare(flag, ctx, false), |i, context| {
+        let mut out = Vec::with_capacity(64);
+        native.evaluate_record(i, context, 0, &mut out);
+        runtime.finish(i, &out)
+    })
 }
 
 fn bench(c: &mut Criterion) {

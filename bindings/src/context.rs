@@ -39,7 +39,10 @@ pub fn to_context(js: &JsValue) -> Result<Context, ContextError> {
 
 /// Only the named attributes of a context object (what a flag's answer can depend on), as
 /// the Rust hosts send: other members are neither read nor checked.
-pub fn pick_context(js: &JsValue, names: &[String]) -> Result<Context, ContextError> {
+pub fn pick_context<'a>(
+    js: &JsValue,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Context, ContextError> {
     if js.is_null() || js.is_undefined() {
         return Ok(Context::new());
     }
@@ -53,7 +56,10 @@ pub fn pick_context(js: &JsValue, names: &[String]) -> Result<Context, ContextEr
         if v.is_undefined() {
             continue;
         }
-        out.insert(name.clone(), to_value(&v, &format!("context.{name}"), 1)?);
+        out.insert(
+            name.to_owned(),
+            to_value(&v, &format!("context.{name}"), 1)?,
+        );
     }
     Ok(out)
 }

@@ -20,7 +20,7 @@ use flagforge_protocol::abi;
 use flagforge_protocol::limits::{MAX_CONTEXT_BYTES, MAX_MODULE_BYTES};
 use flagforge_protocol::value::encode_context;
 use flagforge_protocol::{decode, encode, Manifest, Resolution, Value};
-use flagforge_runtime::{load, options, CallError, Prepared, Runtime, EMPTY_CONTEXT};
+use flagforge_runtime::{load, options, CallError, InputRegion, Prepared, Runtime, EMPTY_CONTEXT};
 use js_sys::{Array, Function, Reflect, Uint8Array, WebAssembly};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -113,8 +113,8 @@ struct Instance {
     input: Function,
     evaluate: Function,
     evaluate_all: Function,
-    /// The instance's input region as last reserved: (address, capacity).
-    region: std::cell::Cell<Option<(u32, u32)>>,
+    /// The instance's input region as last reserved.
+    region: std::cell::Cell<InputRegion>,
 }
 
 fn export(exports: &JsValue, name: &str) -> Result<JsValue, JsValue> {
@@ -179,7 +179,7 @@ impl Instance {
             input: function(&exports, abi::EXPORT_INPUT)?,
             evaluate: function(&exports, abi::EXPORT_EVALUATE)?,
             evaluate_all: function(&exports, abi::EXPORT_EVALUATE_ALL)?,
-            region: std::cell::Cell::new(None),
+            region: std::cell::Cell::default(),
         })
     }
 
@@ -192,21 +192,15 @@ impl Instance {
     /// fit (the region only grows). Returns the context's length.
     fn write_input(&self, context: &[u8]) -> Result<u32, CallError> {
         let len = u32::try_from(context.len()).map_err(|_| CallError::OutOfMemory)?;
-        let ptr = match self.region.get() {
-            Some((ptr, cap)) if cap >= len => ptr,
-            _ => {
-                let cap = len.max(1024).checked_next_power_of_two().unwrap_or(len);
-                let ptr = self
-                    .input
-                    .call1(&JsValue::NULL, &cap.into())
-                    .map_err(trap)?;
-                let ptr = as_u32(&ptr)
-                    .filter(|p| *p != 0)
-                    .ok_or(CallError::OutOfMemory)?;
-                self.region.set(Some((ptr, cap)));
-                ptr
-            }
-        };
+        let mut region = self.region.get();
+        let ptr = region.fit(len, |cap| {
+            let ptr = self
+                .input
+                .call1(&JsValue::NULL, &cap.into())
+                .map_err(trap)?;
+            Ok(as_u32(&ptr).unwrap_or(0))
+        })?;
+        self.region.set(region);
         let mem = self.bytes();
         if u64::from(ptr) + u64::from(len) > u64::from(mem.length()) {
             return Err(CallError::BadResult(
@@ -263,10 +257,6 @@ pub struct FlagEngine {
     manifest_js: JsValue,
     hash: String,
     size: usize,
-    /// Per flag, the context members read from a JavaScript object: the attributes its answer
-    /// can depend on, and `targetingKey`.
-    picks: std::collections::HashMap<String, Vec<String>>,
-    picks_all: Vec<String>,
 }
 
 #[wasm_bindgen]
@@ -314,16 +304,6 @@ impl FlagEngine {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let with_targeting_key = |mut names: Vec<String>| {
-            names.push(flagforge_protocol::TARGETING_KEY.to_owned());
-            names
-        };
-        let picks = manifest
-            .answer_reads()
-            .into_iter()
-            .map(|(k, names)| (k, with_targeting_key(names)))
-            .collect();
-        let picks_all = with_targeting_key(manifest.all_reads());
         let mut runtime = Runtime::new(manifest, MAX_CONTEXT_BYTES);
         // The answers of flags that read nothing cannot change: ask once, remember.
         for flag in runtime.constant_flags() {
@@ -341,8 +321,6 @@ impl FlagEngine {
             manifest_js,
             hash,
             size: data.len(),
-            picks,
-            picks_all,
         })
     }
 
@@ -391,7 +369,7 @@ impl FlagEngine {
         explain: Option<bool>,
     ) -> JsValue {
         let explain = explain.unwrap_or(false);
-        let out = context::pick_context(&context, &self.picks_all)
+        let out = context::pick_context(&context, self.runtime.layout().plan(None).members())
             .map_err(|e| CallError::Encode(e.0))
             .and_then(|ctx| self.runtime.encode(None, &ctx))
             .and_then(|c| {
@@ -450,13 +428,14 @@ impl FlagEngine {
     #[wasm_bindgen(js_name = evaluateAllBytes)]
     pub fn evaluate_all_bytes(&self, context: &[u8], explain: Option<bool>) -> Option<Uint8Array> {
         let explain = explain.unwrap_or(false);
-        let out = self.runtime.translate(None, context).and_then(|c| {
-            self.with_instance(|i| {
-                let records = i.call(None, &c, options(explain))?;
-                self.runtime.finish_all(&records)
-            })
-        });
-        let results = out.unwrap_or_else(|e| self.runtime.fallback_all(&e));
+        let results = self
+            .runtime
+            .answer_all(self.runtime.translate(None, context), |c| {
+                self.with_instance(|i| {
+                    let records = i.call(None, c, options(explain))?;
+                    self.runtime.finish_all(&records)
+                })
+            });
         encode(&results)
             .ok()
             .map(|b| Uint8Array::from(b.as_slice()))
@@ -619,7 +598,12 @@ impl FlagEngine {
     /// One flag for a JavaScript context object: only the members its answer can depend on
     /// are read.
     fn resolve(&self, key: &str, context: &JsValue, explain: bool) -> Resolution {
-        let names = self.picks.get(key).map_or(&[][..], Vec::as_slice);
+        // Only the members the flag's answer can depend on are read from the object.
+        let layout = self.runtime.layout();
+        let names = layout
+            .flag(key)
+            .into_iter()
+            .flat_map(|flag| layout.plan(Some(flag)).members());
         match context::pick_context(context, names) {
             Ok(ctx) => self.answer(key, self.runtime.prepare(key, &ctx, explain), explain),
             Err(e) => self.runtime.fallback(key, &CallError::Encode(e.0)),
@@ -627,15 +611,12 @@ impl FlagEngine {
     }
 
     fn answer(&self, key: &str, prepared: Prepared, explain: bool) -> Resolution {
-        match prepared {
-            Prepared::Call { flag, context } => self
-                .with_instance(|i| {
-                    let record = i.call(Some(flag), &context, options(explain))?;
-                    self.runtime.finish(flag, &record)
-                })
-                .unwrap_or_else(|e| self.runtime.fallback(key, &e)),
-            Prepared::Constant(r) | Prepared::Answer(r) | Prepared::Refused(r, _) => r,
-        }
+        self.runtime.answer(key, prepared, |flag, context| {
+            self.with_instance(|i| {
+                let record = i.call(Some(flag), context, options(explain))?;
+                self.runtime.finish(flag, &record)
+            })
+        })
     }
 
     /// Runs `f` on the instance. After a trap the instance is discarded, as in wasm-host, and

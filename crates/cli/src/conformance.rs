@@ -7,7 +7,7 @@ use anyhow::{anyhow, Result};
 use evaluator_core::Ruleset;
 use flagforge_compiler::{Case, Compiled};
 use flagforge_protocol::{abi, decode, encode, value::encode_context, Resolution};
-use flagforge_runtime::{options, Prepared, Runtime};
+use flagforge_runtime::{options, Runtime};
 use wasm_host::{Host, Limits, LoadedModule};
 
 /// One failing case.
@@ -97,27 +97,23 @@ impl Engines {
     /// The native evaluator behind the host runtime: what a host serves, with evaluator-core
     /// in place of the module.
     fn native_one(&self, key: &str, ctx: &[u8], explain: bool) -> Resolution {
-        match self.runtime.prepare_canonical(key, ctx, explain) {
-            Prepared::Call { flag, context } => {
-                let mut out = Vec::new();
-                self.native
-                    .evaluate_record(flag, &context, options(explain), &mut out);
-                self.runtime
-                    .finish(flag, &out)
-                    .unwrap_or_else(|e| self.runtime.fallback(key, &e))
-            }
-            Prepared::Answer(r) | Prepared::Constant(r) | Prepared::Refused(r, _) => r,
-        }
+        let prepared = self.runtime.prepare_canonical(key, ctx, explain);
+        self.runtime.answer(key, prepared, |flag, context| {
+            let mut out = Vec::new();
+            self.native
+                .evaluate_record(flag, context, options(explain), &mut out);
+            self.runtime.finish(flag, &out)
+        })
     }
 
     fn native_all(&self, ctx: &[u8], explain: bool) -> Vec<Resolution> {
-        let out = self.runtime.translate(None, ctx).and_then(|context| {
-            let mut out = Vec::new();
-            self.native
-                .evaluate_all_records(&context, options(explain), &mut out);
-            self.runtime.finish_all(&out)
-        });
-        out.unwrap_or_else(|e| self.runtime.fallback_all(&e))
+        self.runtime
+            .answer_all(self.runtime.translate(None, ctx), |context| {
+                let mut out = Vec::new();
+                self.native
+                    .evaluate_all_records(context, options(explain), &mut out);
+                self.runtime.finish_all(&out)
+            })
     }
 
     /// Evaluates a case on both; returns the encoded results (native, wasmtime) for the

@@ -595,7 +595,7 @@ impl Flags {
         let mut with_now;
         let ctx = if self.inner.clock
             && !ctx.contains_key("now")
-            && s.module.answer_reads(flag).iter().any(|r| r == "now")
+            && s.module.answer_reads(flag).any(|r| r == "now")
         {
             with_now = ctx.clone();
             manifest.fill_now(&mut with_now, now);

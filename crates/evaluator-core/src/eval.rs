@@ -426,16 +426,18 @@ impl Ruleset {
     /// The served variant's name and value, borrowed from the rules.
     fn served(&self, d: &Decision) -> (Option<&str>, &Value) {
         static NULL: Value = Value::Null;
-        let Some(flag) = self.ir.flags.get(d.index) else {
-            return (None, &NULL);
-        };
-        let v = match &d.outcome {
+        self.served_index(d)
+            .and_then(|v| self.ir.flags.get(d.index)?.variants.get(v as usize))
+            .map_or((None, &NULL), |(n, val)| (Some(n.as_str()), val))
+    }
+
+    /// The index of the served variant: the decided one, or the flag's `on_error`.
+    fn served_index(&self, d: &Decision) -> Option<u32> {
+        let flag = self.ir.flags.get(d.index)?;
+        Some(match &d.outcome {
             Ok((_, v, _)) => *v,
             Err(_) => flag.on_error,
-        };
-        flag.variants
-            .get(v as usize)
-            .map_or((None, &NULL), |(n, val)| (Some(n.as_str()), val))
+        })
     }
 
     fn explanation(d: &Decision) -> Option<Explanation> {
@@ -466,12 +468,8 @@ impl Ruleset {
     /// Writes a decision as a result record: indices instead of values (the host holds them
     /// in the manifest), the explanation encoded only when asked for.
     fn write(&self, d: &Decision, out: &mut Vec<u8>) {
-        let variant = self.ir.flags.get(d.index).map(|flag| match &d.outcome {
-            Ok((_, v, _)) => *v,
-            Err(_) => flag.on_error,
-        });
         let explain = Self::explanation(d)
-            .and_then(|e| rmp_serde::to_vec_named(&e).ok())
+            .and_then(|e| flagforge_protocol::encode(&e).ok())
             .unwrap_or_default();
         Record {
             reason: match &d.outcome {
@@ -479,7 +477,7 @@ impl Ruleset {
                 Err(_) => Reason::Error,
             },
             error: d.outcome.as_ref().err().map(|e| e.code),
-            variant: variant.and_then(|v| u16::try_from(v).ok()),
+            variant: self.served_index(d).and_then(|v| u16::try_from(v).ok()),
             message: d.outcome.as_ref().err().map_or("", |e| e.message.as_str()),
             explain: &explain,
         }
@@ -977,37 +975,27 @@ fn num(v: &V) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::ir::RulesetIr;
-    use flagforge_runtime::{Prepared, Runtime};
+    use flagforge_runtime::{options, Runtime};
 
     /// What every host does, with this evaluator in place of the module: canonical context
     /// bytes translated to the positional context, one record, expanded from the manifest.
     fn via_runtime(rules: &Ruleset, key: &str, canonical: &[u8], explain: bool) -> Resolution {
         let rt = Runtime::new(rules.manifest(), usize::MAX);
-        match rt.prepare_canonical(key, canonical, explain) {
-            Prepared::Call { flag, context } => {
-                let mut out = Vec::new();
-                rules.evaluate_record(
-                    flag,
-                    &context,
-                    flagforge_runtime::options(explain),
-                    &mut out,
-                );
-                rt.finish(flag, &out).unwrap()
-            }
-            Prepared::Answer(r) | Prepared::Constant(r) | Prepared::Refused(r, _) => r,
-        }
+        let prepared = rt.prepare_canonical(key, canonical, explain);
+        rt.answer(key, prepared, |flag, context| {
+            let mut out = Vec::new();
+            rules.evaluate_record(flag, context, options(explain), &mut out);
+            rt.finish(flag, &out)
+        })
     }
 
     fn via_runtime_all(rules: &Ruleset, canonical: &[u8], explain: bool) -> Vec<Resolution> {
         let rt = Runtime::new(rules.manifest(), usize::MAX);
-        match rt.translate(None, canonical) {
-            Ok(context) => {
-                let mut out = Vec::new();
-                rules.evaluate_all_records(&context, flagforge_runtime::options(explain), &mut out);
-                rt.finish_all(&out).unwrap()
-            }
-            Err(e) => rt.fallback_all(&e),
-        }
+        rt.answer_all(rt.translate(None, canonical), |context| {
+            let mut out = Vec::new();
+            rules.evaluate_all_records(context, options(explain), &mut out);
+            rt.finish_all(&out)
+        })
     }
 
     #[test]

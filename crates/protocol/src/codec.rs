@@ -19,8 +19,9 @@ pub enum CodecError {
 
 /// Encodes a value as named-field MessagePack.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    // `write_named` into a `Vec` (the bytes of `to_vec_named`): the same serializer type as
-    // the evaluator's result writer, so the module holds one copy of the generic code.
+    // `write_named` into a `Vec` (the bytes of `to_vec_named`): every value the module
+    // encodes (manifest, explanations) goes through this one serializer type, so the module
+    // holds one copy of the generic code.
     let mut out = Vec::new();
     rmp_serde::encode::write_named(&mut out, value)
         .map_err(|e| CodecError::Encode(e.to_string()))?;

@@ -13,6 +13,7 @@
 
 use rmp::encode::{write_map_len, write_uint};
 
+use crate::limits::MAX_DEPTH;
 use crate::wire::{Reader, WireError};
 use crate::{CodecError, Context, Manifest, Value, TARGETING_KEY};
 
@@ -28,9 +29,20 @@ pub struct Plan<'a> {
     pub slots: &'a [u32],
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
     fn wanted(&self, slot: u32) -> bool {
         self.slots.binary_search(&slot).is_ok()
+    }
+
+    /// The context members a call reads: the names of its slots, and `targetingKey` when it
+    /// stands in for one of them.
+    pub fn members(self) -> impl Iterator<Item = &'a str> {
+        let alias = self.alias.filter(|a| self.wanted(*a));
+        let names = self.names;
+        self.slots
+            .iter()
+            .filter_map(move |&s| names.get(s as usize).map(String::as_str))
+            .chain(alias.map(|_| TARGETING_KEY))
     }
 }
 
@@ -116,38 +128,75 @@ impl Layout {
     }
 }
 
-fn write_entries(entries: &[(u32, &[u8])], out: &mut Vec<u8>) -> Result<(), std::io::Error> {
-    write_map_len(out, entries.len() as u32).map_err(std::io::Error::other)?;
-    for (slot, raw) in entries {
-        write_uint(out, u64::from(*slot)).map_err(std::io::Error::other)?;
-        out.extend_from_slice(raw);
-    }
-    Ok(())
+/// Inserts at `start` the header of a map of `count` entries, written after it since.
+fn insert_map_header(out: &mut Vec<u8>, start: usize, count: u32) {
+    let mut header = [0u8; 5];
+    let mut free = &mut header[..];
+    // A map header is at most 5 bytes: writing it into 5 cannot fail.
+    let _ = write_map_len(&mut free, count);
+    let used = 5 - free.len();
+    out.splice(start..start, header.iter().take(used).copied());
 }
 
-/// Appends the positional encoding of `ctx` for `plan` to `out`.
+/// Appends one entry's key: the slot number, shortest form.
+fn write_slot(out: &mut Vec<u8>, slot: u32) {
+    // Writing into a `Vec` cannot fail.
+    let _ = write_uint(out, u64::from(slot));
+}
+
+/// Whether `v`, at nesting `depth` (an attribute's value is at 1), has a canonical encoding
+/// the module accepts: the reader's depth limit, finite numbers.
+fn encodable(v: &Value, depth: usize) -> Result<(), String> {
+    let nested = || {
+        if depth + 1 > MAX_DEPTH {
+            Err(format!("value nested deeper than {MAX_DEPTH} levels"))
+        } else {
+            Ok(depth + 1)
+        }
+    };
+    match v {
+        Value::Float(f) if !f.is_finite() => Err("non-finite number".to_owned()),
+        Value::List(items) => {
+            let d = nested()?;
+            items.iter().try_for_each(|i| encodable(i, d))
+        }
+        Value::Map(entries) => {
+            let d = nested()?;
+            entries.values().try_for_each(|i| encodable(i, d))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Appends the positional encoding of `ctx` for `plan` to `out`. A value the canonical
+/// encoding refuses (nested deeper than the limit, not finite) is refused, naming its member;
+/// `targetingKey` is checked whenever it may stand in for the targeting attribute.
 pub fn encode(ctx: &Context, plan: Plan<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let present = |name: &str| ctx.get(name).filter(|v| !matches!(v, Value::Null));
-    let mut values: Vec<(u32, &Value)> = Vec::with_capacity(plan.slots.len());
+    let checked = |name: &str| match ctx.get(name) {
+        Some(v) => encodable(v, 1)
+            .map(|()| Some(v).filter(|v| !matches!(v, Value::Null)))
+            .map_err(|why| CodecError::Encode(format!("`{name}`: {why}"))),
+        None => Ok(None),
+    };
+    let start = out.len();
+    let mut count = 0;
     for &slot in plan.slots {
         let Some(name) = plan.names.get(slot as usize) else {
             continue;
         };
-        let value = match present(name) {
-            Some(v) => Some(v),
-            None if plan.alias == Some(slot) => present(TARGETING_KEY),
-            None => None,
-        };
+        let mut value = checked(name)?;
+        if plan.alias == Some(slot) {
+            let targeting = checked(TARGETING_KEY)?;
+            value = value.or(targeting);
+        }
         if let Some(v) = value {
-            values.push((slot, v));
+            write_slot(out, slot);
+            rmp_serde::encode::write_named(out, v)
+                .map_err(|e| CodecError::Encode(e.to_string()))?;
+            count += 1;
         }
     }
-    let encode_err = |e: &dyn std::fmt::Display| CodecError::Encode(e.to_string());
-    write_map_len(out, values.len() as u32).map_err(|e| encode_err(&e))?;
-    for (slot, v) in values {
-        write_uint(out, u64::from(slot)).map_err(|e| encode_err(&e))?;
-        rmp_serde::encode::write_named(out, v).map_err(|e| encode_err(&e))?;
-    }
+    insert_map_header(out, start, count);
     Ok(())
 }
 
@@ -201,7 +250,11 @@ pub fn from_canonical(bytes: &[u8], plan: Plan<'_>) -> Result<Vec<u8>, WireError
     }
     entries.sort_unstable_by_key(|(s, _)| *s);
     let mut out = Vec::with_capacity(bytes.len() + 8);
-    write_entries(&entries, &mut out).map_err(|e| WireError(e.to_string()))?;
+    for (slot, raw) in &entries {
+        write_slot(&mut out, *slot);
+        out.extend_from_slice(raw);
+    }
+    insert_map_header(&mut out, 0, entries.len() as u32);
     Ok(out)
 }
 

@@ -10,23 +10,22 @@
 //! - answers that need no call: unknown flags, and flags whose answer reads nothing (asked
 //!   once at load, then remembered);
 //! - expanding the module's result records into [`Resolution`]s from the manifest;
+//! - the input region's growth policy ([`InputRegion`]);
 //! - the call error vocabulary ([`CallError`]) and the `on_error` fallback it leads to.
 //!
 //! ```text
-//! match runtime.prepare(key, &ctx, explain) {
-//!     Prepared::Call { flag, context } => { /* write context, call ff_evaluate, */
-//!                                           /* runtime.finish(flag, record) */ }
-//!     Prepared::Answer(r) | Prepared::Constant(r) => r,
-//!     Prepared::Refused(r, _) => r,
-//! }
+//! let prepared = runtime.prepare(key, &ctx, explain);
+//! runtime.answer(key, prepared, |flag, context| {
+//!     // write `context` into the input region, call ff_evaluate(flag, len, options)
+//!     runtime.finish(flag, record)
+//! })
 //! ```
 
-use flagforge_protocol::limits::MAX_DEPTH;
 use std::ops::ControlFlow;
 
 pub use flagforge_protocol::positional::Layout;
 use flagforge_protocol::{
-    abi, positional, Context, ErrorCode, Manifest, Reason, Resolution, Value,
+    abi, positional, CodecError, Context, ErrorCode, Manifest, Reason, Resolution,
 };
 
 /// Why a host refuses a module: the stable names every host reports (Rust hosts, the browser
@@ -159,27 +158,32 @@ pub fn options(explain: bool) -> u32 {
     }
 }
 
-/// Whether `v`, at nesting `depth` (an attribute's value is at 1), has a canonical encoding
-/// the module accepts.
-fn encodable(v: &Value, depth: usize) -> Result<(), String> {
-    let nested = || {
-        if depth + 1 > MAX_DEPTH {
-            Err(format!("value nested deeper than {MAX_DEPTH} levels"))
-        } else {
-            Ok(depth + 1)
+/// An instance's input region as a host last reserved it. The region only grows: a context
+/// that does not fit reserves the next power of two (at least 1 KiB), so most calls reserve
+/// nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InputRegion(Option<(u32, u32)>);
+
+impl InputRegion {
+    /// The region's address for `len` bytes, calling `reserve(capacity)` (the module's
+    /// `ff_input`) when it is too small; `reserve` answering 0 means memory is exhausted.
+    pub fn fit(
+        &mut self,
+        len: u32,
+        reserve: impl FnOnce(u32) -> Result<u32, CallError>,
+    ) -> Result<u32, CallError> {
+        match self.0 {
+            Some((ptr, cap)) if cap >= len => Ok(ptr),
+            _ => {
+                let cap = len.max(1024).checked_next_power_of_two().unwrap_or(len);
+                let ptr = reserve(cap)?;
+                if ptr == 0 {
+                    return Err(CallError::OutOfMemory);
+                }
+                self.0 = Some((ptr, cap));
+                Ok(ptr)
+            }
         }
-    };
-    match v {
-        Value::Float(f) if !f.is_finite() => Err("non-finite number".to_owned()),
-        Value::List(items) => {
-            let d = nested()?;
-            items.iter().try_for_each(|i| encodable(i, d))
-        }
-        Value::Map(entries) => {
-            let d = nested()?;
-            entries.values().try_for_each(|i| encodable(i, d))
-        }
-        _ => Ok(()),
     }
 }
 
@@ -241,7 +245,8 @@ impl Runtime {
         }
     }
 
-    fn check_size(&self, size: usize) -> Result<(), CallError> {
+    /// Refuses a context of `size` encoded bytes above the host's limit.
+    pub fn check_size(&self, size: usize) -> Result<(), CallError> {
         if size > self.max_context_bytes {
             return Err(CallError::ContextTooLarge {
                 size,
@@ -268,57 +273,46 @@ impl Runtime {
         ControlFlow::Continue(flag)
     }
 
-    fn refused(&self, key: &str, err: CallError) -> Prepared {
-        Prepared::Refused(self.fallback(key, &err), err)
+    /// What to do for `key`: the answer when none needs a call, else the call with the
+    /// positional context `context` makes for the flag.
+    fn prepare_with(
+        &self,
+        key: &str,
+        explain: bool,
+        context: impl FnOnce(u32) -> Result<Vec<u8>, CallError>,
+    ) -> Prepared {
+        let flag = match self.lookup(key, explain) {
+            ControlFlow::Continue(flag) => flag,
+            ControlFlow::Break(done) => return done,
+        };
+        match context(flag) {
+            Ok(context) => Prepared::Call { flag, context },
+            Err(e) => Prepared::Refused(self.fallback(key, &e), e),
+        }
     }
 
     /// What to do for `key` with `ctx`: only the attributes the flag's answer can depend on
     /// are encoded.
     #[must_use]
     pub fn prepare(&self, key: &str, ctx: &Context, explain: bool) -> Prepared {
-        let flag = match self.lookup(key, explain) {
-            ControlFlow::Continue(flag) => flag,
-            ControlFlow::Break(done) => return done,
-        };
-        match self.encode(Some(flag), ctx) {
-            Ok(context) => Prepared::Call { flag, context },
-            Err(e) => self.refused(key, e),
-        }
+        self.prepare_with(key, explain, |flag| self.encode(Some(flag), ctx))
     }
 
     /// What to do for `key` with canonical context bytes (`ABI.md`, "Context"): bytes that do
     /// not decode are refused with `PARSE_ERROR`, as the module would.
     #[must_use]
     pub fn prepare_canonical(&self, key: &str, canonical: &[u8], explain: bool) -> Prepared {
-        let flag = match self.lookup(key, explain) {
-            ControlFlow::Continue(flag) => flag,
-            ControlFlow::Break(done) => return done,
-        };
-        match self.translate(Some(flag), canonical) {
-            Ok(context) => Prepared::Call { flag, context },
-            Err(e) => self.refused(key, e),
-        }
+        self.prepare_with(key, explain, |flag| self.translate(Some(flag), canonical))
     }
 
     /// The positional context for an all-flags call (`flag` `None`) or one flag. A value the
     /// canonical encoding refuses (nested deeper than the limit, not finite) is refused here,
     /// before any call, as `INVALID_CONTEXT`.
     pub fn encode(&self, flag: Option<u32>, ctx: &Context) -> Result<Vec<u8>, CallError> {
-        let plan = self.layout.plan(flag);
-        for &slot in plan.slots {
-            let name = plan.names.get(slot as usize).map(String::as_str);
-            for name in name
-                .into_iter()
-                .chain((plan.alias == Some(slot)).then_some(flagforge_protocol::TARGETING_KEY))
-            {
-                if let Some(v) = ctx.get(name) {
-                    encodable(v, 1).map_err(|why| CallError::Encode(format!("`{name}`: {why}")))?;
-                }
-            }
-        }
         let mut out = Vec::with_capacity(64);
-        positional::encode(ctx, self.layout.plan(flag), &mut out)
-            .map_err(|e| CallError::Encode(e.to_string()))?;
+        positional::encode(ctx, self.layout.plan(flag), &mut out).map_err(|e| match e {
+            CodecError::Encode(why) | CodecError::Decode(why) => CallError::Encode(why),
+        })?;
         self.check_size(out.len())?;
         Ok(out)
     }
@@ -328,6 +322,35 @@ impl Runtime {
         self.check_size(canonical.len())?;
         positional::from_canonical(canonical, self.layout.plan(flag))
             .map_err(|e| CallError::Parse(e.0))
+    }
+
+    /// The answer `prepared` leads to. When it needs a call, `call(flag, context)` gives the
+    /// flag's result (a module's record, expanded with [`Runtime::finish`]); a failed call
+    /// serves the flag's fallback.
+    pub fn answer(
+        &self,
+        key: &str,
+        prepared: Prepared,
+        call: impl FnOnce(u32, &[u8]) -> Result<Resolution, CallError>,
+    ) -> Resolution {
+        match prepared {
+            Prepared::Call { flag, context } => {
+                call(flag, &context).unwrap_or_else(|e| self.fallback(key, &e))
+            }
+            Prepared::Constant(r) | Prepared::Answer(r) | Prepared::Refused(r, _) => r,
+        }
+    }
+
+    /// Every flag's result from one all-flags call over `context` (see [`Runtime::answer`]);
+    /// every flag's fallback when the context was refused or the call failed.
+    pub fn answer_all(
+        &self,
+        context: Result<Vec<u8>, CallError>,
+        call: impl FnOnce(&[u8]) -> Result<Vec<Resolution>, CallError>,
+    ) -> Vec<Resolution> {
+        context
+            .and_then(|c| call(&c))
+            .unwrap_or_else(|e| self.fallback_all(&e))
     }
 
     /// Expands the module's record for flag number `flag`.

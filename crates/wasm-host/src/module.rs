@@ -4,7 +4,7 @@ use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flagforge_protocol::{abi, decode, manifest::ManifestReply, Context, Manifest, Resolution};
-use flagforge_runtime::{options, Prepared, Runtime, EMPTY_CONTEXT};
+use flagforge_runtime::{options, InputRegion, Prepared, Runtime, EMPTY_CONTEXT};
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Engine, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
@@ -49,8 +49,8 @@ struct Exports {
 struct Slot {
     store: Store<StoreData>,
     exports: Exports,
-    /// The instance's input region as last reserved: (address, capacity).
-    input: Option<(u32, u32)>,
+    /// The instance's input region as last reserved.
+    input: InputRegion,
 }
 
 /// A validated, compiled module ready to evaluate from many threads.
@@ -70,9 +70,6 @@ pub struct LoadedModule {
     /// or return one.
     pool: ArrayQueue<Slot>,
     stats: ModuleStats,
-    /// Per flag, the context attributes its answer can depend on (its own reads and its
-    /// prerequisites', transitively), from the manifest.
-    reads: std::collections::HashMap<String, Vec<String>>,
     compiled_from: CompiledFrom,
 }
 
@@ -220,7 +217,6 @@ impl LoadedModule {
             size: bytes.len(),
             pool: ArrayQueue::new(limits.max_idle_instances.max(1)),
             stats: ModuleStats::default(),
-            reads: std::collections::HashMap::new(),
         };
         let mut slot = loaded.new_slot()?;
         slot.store
@@ -253,7 +249,6 @@ impl LoadedModule {
                 expected: abi::ABI_VERSION,
             });
         }
-        loaded.reads = manifest.answer_reads();
         loaded.runtime = Runtime::new(manifest, limits.max_context_bytes);
         loaded.checkin(slot);
         if loaded.patch.is_some() {
@@ -323,7 +318,7 @@ impl LoadedModule {
         let mut slot = Slot {
             store,
             exports,
-            input: None,
+            input: InputRegion::default(),
         };
         // Ready the instance under the load budget: the first call decodes the module's rules
         // (flag number u32::MAX does not exist: the answer is a small FLAG_NOT_FOUND record).
@@ -354,25 +349,22 @@ impl LoadedModule {
     /// it does not fit (the region only grows; most calls reserve nothing).
     fn write_input(&self, slot: &mut Slot, context: &[u8]) -> Result<u32, CallError> {
         let len = u32::try_from(context.len()).map_err(|_| CallError::OutOfMemory)?;
-        let base = match slot.input {
-            Some((ptr, cap)) if cap >= len => ptr,
-            _ => {
-                let cap = len.max(1024).checked_next_power_of_two().unwrap_or(len);
-                let ptr = slot
-                    .exports
-                    .input
-                    .call(&mut slot.store, cap)
-                    .map_err(|e| classify(e, self.limits.fuel_per_call))?;
-                if ptr == 0 {
-                    return Err(CallError::OutOfMemory);
-                }
-                slot.input = Some((ptr, cap));
-                ptr
-            }
-        };
-        let mem = slot.exports.memory.data_mut(&mut slot.store);
+        let Slot {
+            store,
+            exports,
+            input,
+        } = slot;
+        let base = input.fit(len, |cap| {
+            exports
+                .input
+                .call(&mut *store, cap)
+                .map_err(|e| classify(e, self.limits.fuel_per_call))
+        })?;
         let start = base as usize;
-        mem.get_mut(start..start + context.len())
+        exports
+            .memory
+            .data_mut(store)
+            .get_mut(start..start + context.len())
             .ok_or_else(|| CallError::BadResult("input region lies outside memory".into()))?
             .copy_from_slice(context);
         Ok(len)
@@ -448,23 +440,13 @@ impl LoadedModule {
         context: &[u8],
         options: u32,
     ) -> Result<Vec<u8>, CallError> {
-        if context.len() > self.limits.max_context_bytes {
-            return Err(CallError::ContextTooLarge {
-                size: context.len(),
-                limit: self.limits.max_context_bytes,
-            });
-        }
+        self.runtime.check_size(context.len())?;
         self.with_slot(Some(flag), context, options, |r| Ok(r.to_vec()))
     }
 
     /// Raw ABI call for every flag: a positional context in, one record per flag out.
     pub fn evaluate_all_records(&self, context: &[u8], options: u32) -> Result<Vec<u8>, CallError> {
-        if context.len() > self.limits.max_context_bytes {
-            return Err(CallError::ContextTooLarge {
-                size: context.len(),
-                limit: self.limits.max_context_bytes,
-            });
-        }
+        self.runtime.check_size(context.len())?;
         self.with_slot(None, context, options, |r| Ok(r.to_vec()))
     }
 
@@ -544,11 +526,15 @@ impl LoadedModule {
         })
     }
 
-    /// The context attributes `key`'s answer can depend on (its own reads and its
-    /// prerequisites'): what a host sends the module for it.
-    #[must_use]
-    pub fn answer_reads(&self, key: &str) -> &[String] {
-        self.reads.get(key).map_or(&[][..], Vec::as_slice)
+    /// The context members `key`'s answer can depend on (its own reads and its
+    /// prerequisites', and `targetingKey` where it stands in for one): what a host reads from
+    /// a context for it.
+    pub fn answer_reads(&self, key: &str) -> impl Iterator<Item = &str> {
+        let layout = self.runtime.layout();
+        layout
+            .flag(key)
+            .into_iter()
+            .flat_map(|flag| layout.plan(Some(flag)).members())
     }
 
     /// What the module reports about itself.

@@ -91,24 +91,20 @@ pub fn build(g: Guest) -> Vec<u8> {
         flagforge_protocol::abi::ABI_VERSION,
     )))
     .unwrap();
-    let mut result = Vec::new();
-    flagforge_protocol::abi::Record {
-        reason: Reason::Static,
-        error: None,
-        variant: Some(0),
-        message: "",
-        explain: &[],
-    }
-    .write(&mut result);
-    let mut bad_record = Vec::new();
-    flagforge_protocol::abi::Record {
-        reason: Reason::Static,
-        error: None,
-        variant: Some(9),
-        message: "",
-        explain: &[],
-    }
-    .write(&mut bad_record);
+    // A `STATIC` answer serving variant `variant`.
+    let record = |variant| {
+        let mut out = Vec::new();
+        flagforge_protocol::abi::Record {
+            reason: Reason::Static,
+            error: None,
+            variant: Some(variant),
+            message: "",
+            explain: &[],
+        }
+        .write(&mut out);
+        out
+    };
+    let (result, bad_record) = (record(0), record(9));
     let abi = if g.abi_version == 0 {
         flagforge_protocol::abi::ABI_VERSION
     } else {
