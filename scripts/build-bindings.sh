@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the npm package of the JS/TS bindings into bindings/pkg/: the bindings crate for
-# wasm32, wasm-bindgen for the web (ES module, bindings/pkg/web) and for Node (CommonJS,
-# bindings/pkg/node), wasm-opt, then the package's own JavaScript (live-update client) and
-# package.json. Installs wasm-bindgen-cli at exactly the version in Cargo.lock (once per
+# Builds the npm package of the JS/TS bindings into bindings/pkg/: the package's JavaScript
+# (the runtime in bindings/js: FlagEngine, LiveFlags; no build step), and for its
+# "flagforge/decision" entry the bindings crate for wasm32 through wasm-bindgen, for the web
+# (ES module, bindings/pkg/web) and for Node (CommonJS, bindings/pkg/node). Installs wasm-bindgen-cli at exactly the version in Cargo.lock (once per
 # machine, kept in ~/.cache/flagforge).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +43,9 @@ for p in server web; do
   rm -rf "bindings/pkg-openfeature-$p"
   cp -r "bindings/providers/$p" "bindings/pkg-openfeature-$p"
 done
-log "built bindings/pkg ($(du -sh bindings/pkg | cut -f1); gzipped wasm $(gzip -9c bindings/pkg/web/flagforge_bg.wasm | wc -c) bytes)"
+runtime=0
+for f in index.js engine.js msgpack.js sha256.js live.js; do
+  runtime=$((runtime + $(gzip -9c "bindings/pkg/$f" | wc -c)))
+done
+log "built bindings/pkg ($(du -sh bindings/pkg | cut -f1)): runtime $runtime bytes gzipped;" \
+  "flagforge/decision wasm $(gzip -9c bindings/pkg/web/flagforge_bg.wasm | wc -c) bytes gzipped"

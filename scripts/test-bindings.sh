@@ -11,6 +11,8 @@ scripts/build-bindings.sh
 mkdir -p target/conformance
 target/release/flagforge build corpus -o target/conformance/corpus.wasm >/dev/null
 target/release/flagforge build rules-examples/checkout -o target/conformance/checkout.wasm >/dev/null
+target/release/flagforge build rules-examples/checkout --audience browser \
+  -o target/conformance/checkout.browser.wasm >/dev/null
 (cd bindings/tests && npm ci --no-audit --no-fund --loglevel=error)
 # The packages as npm would publish them: packed, then installed from the tarballs (not
 # linked), so a missing file or export fails here.

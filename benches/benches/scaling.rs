@@ -132,35 +132,44 @@ fn scaling(c: &mut Criterion) {
             .collect();
         pair(c, "attributes", n, &native, &module, "F", &context);
     }
-    // Throughput with 1 and 2 threads sharing one loaded module.
-    let (_, module) = build(flags_yaml(10));
+    // Throughput with 1 and 2 threads sharing one loaded module, beside the same work natively
+    // (evaluator-core shares nothing between threads): what two threads can gain on this
+    // machine at all.
+    let (native, module) = build(flags_yaml(10));
     let module = Arc::new(module);
     let context = ctx(&[("market", Value::from("M3"))]);
     let mut g = c.benchmark_group("threads");
     g.sample_size(10).measurement_time(Duration::from_secs(2));
     const PER_THREAD: u64 = 20_000;
+    let native_once = || black_box(native.evaluate("F3", &context, Options::default()));
+    let wasm_once = || black_box(module.evaluate("F3", &context, false));
+    assert_eq!(native_once(), wasm_once(), "threads: engines disagree");
     for threads in [1u64, 2] {
         g.throughput(Throughput::Elements(PER_THREAD * threads));
-        g.bench_with_input(BenchmarkId::new("wasmtime", threads), &threads, |b, &t| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    std::thread::scope(|s| {
-                        for _ in 0..t {
-                            let (m, c) = (Arc::clone(&module), &context);
-                            s.spawn(move || {
-                                for _ in 0..PER_THREAD {
-                                    black_box(m.evaluate("F3", c, false));
-                                }
-                            });
-                        }
-                    });
-                    total += start.elapsed();
-                }
-                total
-            })
-        });
+        for (name, once) in [
+            ("native", &native_once as &(dyn Fn() -> _ + Sync)),
+            ("wasmtime", &wasm_once),
+        ] {
+            g.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &t| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        std::thread::scope(|s| {
+                            for _ in 0..t {
+                                s.spawn(|| {
+                                    for _ in 0..PER_THREAD {
+                                        once();
+                                    }
+                                });
+                            }
+                        });
+                        total += start.elapsed();
+                    }
+                    total
+                })
+            });
+        }
     }
     g.finish();
 }

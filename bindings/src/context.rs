@@ -1,5 +1,6 @@
-//! JavaScript values to flagforge [`Value`]s under the canonical context rules (ABI.md): the
-//! result encodes to exactly the bytes a Rust host produces for the same logical context.
+//! JavaScript values to flagforge [`Value`]s under the canonical rules (ABI.md), for the
+//! values of the answers a decision context carries; the same rules as the JavaScript
+//! runtime's encoder (`bindings/js/msgpack.js`).
 //!
 //! Hand-written rather than `serde_wasm_bindgen::from_value` because the canonical rules are
 //! about JavaScript specifics serde does not see: `undefined` members are absent (as
@@ -9,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use flagforge_protocol::limits::MAX_DEPTH;
-use flagforge_protocol::{Context, Value};
+use flagforge_protocol::Value;
 use js_sys::{Array, BigInt, Object};
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -23,48 +24,9 @@ impl std::fmt::Display for ContextError {
     }
 }
 
-/// A context object (`null`/`undefined` are the empty context).
-pub fn to_context(js: &JsValue) -> Result<Context, ContextError> {
-    if js.is_null() || js.is_undefined() {
-        return Ok(Context::new());
-    }
-    match to_value(js, "context", 0)? {
-        Value::Map(m) => Ok(m),
-        other => Err(ContextError(format!(
-            "the context must be an object, not a {}",
-            other.type_name()
-        ))),
-    }
-}
-
-/// Only the named attributes of a context object (what a flag's answer can depend on), as
-/// the Rust hosts send: other members are neither read nor checked.
-pub fn pick_context<'a>(
-    js: &JsValue,
-    names: impl IntoIterator<Item = &'a str>,
-) -> Result<Context, ContextError> {
-    if js.is_null() || js.is_undefined() {
-        return Ok(Context::new());
-    }
-    if !js.is_object() || Array::is_array(js) || js.is_function() {
-        return Err(ContextError("the context must be an object".to_owned()));
-    }
-    let mut out = Context::new();
-    for name in names {
-        let v = js_sys::Reflect::get(js, &JsValue::from_str(name))
-            .map_err(|_| ContextError(format!("context.{name}: unreadable")))?;
-        if v.is_undefined() {
-            continue;
-        }
-        out.insert(
-            name.to_owned(),
-            to_value(&v, &format!("context.{name}"), 1)?,
-        );
-    }
-    Ok(out)
-}
-
-fn to_value(js: &JsValue, path: &str, depth: usize) -> Result<Value, ContextError> {
+/// A JavaScript value as a canonical [`Value`]; `path` names it in errors, `depth` is its
+/// nesting (an attribute's value is at 1).
+pub fn to_value(js: &JsValue, path: &str, depth: usize) -> Result<Value, ContextError> {
     if js.is_null() || js.is_undefined() {
         return Ok(Value::Null);
     }

@@ -10,7 +10,7 @@ import path from "node:path";
 import { root, golden, goldenNames, moduleBytes, modulesDir, disagreements } from "./common.js";
 import { runCases, runEncodings, runHostCases } from "./run-cases.js";
 
-const { FlagEngine } = await import(path.join(root, "bindings/pkg/index.node.js"));
+const { FlagEngine } = await import(path.join(root, "bindings/pkg/index.js"));
 const sha256 = async (bytes) => createHash("sha256").update(bytes).digest("hex");
 
 for (const name of goldenNames) {
@@ -103,7 +103,7 @@ test("node: the package gives the same JSON as `flagforge eval`", async () => {
 });
 
 test("node: decision contexts made in JS verify in Rust and the other way round", async () => {
-  const { verifyDecision } = await import(path.join(root, "bindings/pkg/index.node.js"));
+  const { decide, verifyDecision } = await import(path.join(root, "bindings/pkg/decision.node.js"));
   const { mkdtempSync } = await import("node:fs");
   const { tmpdir } = await import("node:os");
   const cli = path.join(root, "target/release/flagforge");
@@ -118,7 +118,7 @@ test("node: decision contexts made in JS verify in Rust and the other way round"
   const flags = ["FulfillmentRoutingMode", "TaxCalculationMode"];
 
   // JS decides, the Rust CLI verifies.
-  const header = engine.decide(flags, ctx, "order-js-1", secret, 60000);
+  const header = decide(engine, { flags, context: ctx, correlationId: "order-js-1", secretKey: secret, ttlMs: 60000 });
   const decoded = JSON.parse(execFileSync(cli, ["verify-decision", header, "--key", path.join(dir, "k/flagforge.pub")], { encoding: "utf8" }));
   assert.equal(decoded.correlation_id, "order-js-1");
   assert.equal(decoded.rulesets[0].sha256, engine.hash);
@@ -135,7 +135,9 @@ test("node: decision contexts made in JS verify in Rust and the other way round"
   assert.equal(verifyDecision(rustHeader, [otherPub]).kind, "unknown_key");
   assert.equal(verifyDecision(rustHeader, [pub], Date.now() + 3600e3).kind, "expired");
   assert.equal(verifyDecision(rustHeader.slice(0, -2) + (rustHeader.endsWith("A") ? "BB" : "AA"), [pub]).ok, false);
-  assert.throws(() => engine.decide(["NoSuchFlag"], ctx, "x", secret, 1000), (e) => e.code === "unknown_flag");
+  const ask = (flags, secretKey) => () => decide(engine, { flags, context: ctx, correlationId: "x", secretKey, ttlMs: 1000 });
+  assert.throws(ask(["NoSuchFlag"], secret), (e) => e.code === "unknown_flag");
+  assert.throws(ask(flags, "not a key"), (e) => e.code === "bad_key");
 });
 
 test("node: only the attributes a flag reads are sent, as wasm-host sends", async () => {
@@ -149,4 +151,77 @@ test("node: only the attributes a flag reads are sent, as wasm-host sends", asyn
   assert.equal(plain.variant, "engine_v2");
   // A read attribute is still checked.
   assert.equal(engine.evaluate("FraudEngineRoutingMode", { market: NaN }).errorCode, "INVALID_CONTEXT");
+});
+
+test("node: flag values are the caller's own: changing one answer changes no other", async () => {
+  const engine = await FlagEngine.load(moduleBytes("checkout"));
+  const ctx = { tenant: "acme-fr", tier: "gold", app_version: "2.5.0" };
+  const first = engine.evaluate("PremiumEntitlementRule", ctx);
+  assert.equal(typeof first.value, "object");
+  const before = structuredClone(first.value);
+  first.value.free_shipping = "changed";
+  engine.evaluateAll(ctx)[7].value.returns_days = -1;
+  assert.deepEqual(engine.evaluate("PremiumEntitlementRule", ctx).value, before);
+  assert.deepEqual(engine.manifest.flags[7].variants.map((v) => typeof v.value), ["object", "object", "object"]);
+});
+
+test("node: a module's identity is its sha256, also where WebCrypto is missing", async () => {
+  const { sha256Portable } = await import(path.join(root, "bindings/pkg/sha256.js"));
+  const bytes = moduleBytes("checkout");
+  const engine = await FlagEngine.load(bytes);
+  const want = createHash("sha256").update(bytes).digest("hex");
+  assert.equal(engine.hash, want);
+  // Plain-HTTP pages other than localhost have no crypto.subtle: the portable digest.
+  for (const n of [0, 55, 56, 64, 1000]) {
+    const b = bytes.subarray(0, n);
+    assert.equal(sha256Portable(b), createHash("sha256").update(b).digest("hex"), `${n} bytes`);
+  }
+  assert.equal(sha256Portable(bytes), want);
+});
+
+test("node: a hot loop of evaluate and evaluateAll runs in optimised code", () => {
+  // Node 20's optimising compiler aborted the process (V8 RepresentationChangerError, a phi
+  // of two wasm i64 results) once evaluate and evaluateAll were hot in one function.
+  const script = `
+    import { FlagEngine } from ${JSON.stringify(path.join(root, "bindings/pkg/index.js"))};
+    import { readFileSync } from "node:fs";
+    const e = await FlagEngine.load(readFileSync(${JSON.stringify(path.join(modulesDir, "checkout.wasm"))}));
+    const flags = e.manifest.flags.map((f) => f.key);
+    const ctxs = [{ market: "FR", customer_id: "c-1", tenant: "acme-fr" }, { market: "IT", customer_id: "c-2" }];
+    let n = 0;
+    for (let i = 0; i < 200000; i++) {
+      const r = i % 7 === 0 ? e.evaluateAll(ctxs[i & 1]) : e.evaluate(flags[i % flags.length], ctxs[i & 1]);
+      n += r.length ?? 1;
+    }
+    console.log(n);`;
+  const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+  assert.ok(Number(out) > 200000, out);
+});
+
+test("node: the browser runtime and the checkout browser module fit their budgets (gzipped)", async () => {
+  const { gzipSync } = await import("node:zlib");
+  const gz = (b) => gzipSync(b, { level: 9 }).length;
+  // Everything a page imports from "flagforge" (decision contexts are a separate entry).
+  const files = ["index.js", "engine.js", "msgpack.js", "sha256.js", "live.js"];
+  const imports = new Set();
+  for (const f of files) {
+    for (const [, dep] of readFileSync(path.join(root, "bindings/pkg", f), "utf8").matchAll(/from "\.\/([^"]+)"/g)) imports.add(dep);
+  }
+  assert.deepEqual([...imports].filter((d) => !files.includes(d)), [], "an import outside the measured files");
+  const runtime = files.reduce((n, f) => n + gz(readFileSync(path.join(root, "bindings/pkg", f))), 0);
+  const module = gz(moduleBytes("checkout.browser"));
+  console.log(`browser runtime ${runtime} bytes gzipped; + checkout.browser module ${module} = ${runtime + module}`);
+  assert.ok(runtime <= 25 * 1024, `runtime ${runtime} bytes gzipped, budget 25 KB`);
+  assert.ok(runtime + module <= 130 * 1024, `runtime + module ${runtime + module} bytes gzipped, budget 130 KB`);
+});
+
+test("node: a context that makes the module grow its memory is written into the grown memory", async () => {
+  const engine = await FlagEngine.load(moduleBytes("checkout"));
+  // ~900 KB (under the 1 MiB context bound): the input region outgrows the initial memory.
+  const big = { market: "IT", tenant: "t".repeat(900 * 1024) };
+  const r = engine.evaluate("FulfillmentRoutingMode", big);
+  assert.equal(r.errorCode, undefined, r.errorMessage);
+  assert.deepEqual(engine.evaluate("FulfillmentRoutingMode", { ...big, tenant: "acme-fr" }),
+    engine.evaluate("FulfillmentRoutingMode", { market: "IT", tenant: "acme-fr" }));
+  assert.equal(engine.evaluate("FraudEngineRoutingMode", { market: "IT" }).variant, "engine_v2");
 });

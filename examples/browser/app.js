@@ -1,7 +1,7 @@
 // The browser example: a LiveFlags engine fed by a host daemon; decisions re-render when the
 // context changes or a new module version arrives (no reload). Query parameters `host`,
 // `ruleset` and `context` (JSON) pre-fill the form.
-import { LiveFlags } from "../../bindings/pkg/index.web.js";
+import { LiveFlags } from "../../bindings/pkg/index.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);

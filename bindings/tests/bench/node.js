@@ -6,7 +6,7 @@ import { root } from "../common.js";
 import { measureAll } from "./measure.js";
 
 const dir = process.argv[2];
-const { FlagEngine } = await import(path.join(root, "bindings/pkg/index.node.js"));
+const { FlagEngine } = await import(path.join(root, "bindings/pkg/index.js"));
 const data = JSON.parse(readFileSync(path.join(dir, "bench.json"), "utf8"));
 const now = () => performance.now();
 console.log(JSON.stringify(await measureAll(FlagEngine, readFileSync(path.join(dir, "checkout.wasm")), data, now)));

@@ -179,6 +179,12 @@ pub fn encode(ctx: &Context, plan: Plan<'_>, out: &mut Vec<u8>) -> Result<(), Co
         None => Ok(None),
     };
     let start = out.len();
+    // Fewer than 16 entries (nearly every flag) take a one-byte header, patched at the end;
+    // more are counted first and their header inserted in front.
+    let small = plan.slots.len() < 16;
+    if small {
+        out.push(0x80);
+    }
     let mut count = 0;
     for &slot in plan.slots {
         let Some(name) = plan.names.get(slot as usize) else {
@@ -191,12 +197,18 @@ pub fn encode(ctx: &Context, plan: Plan<'_>, out: &mut Vec<u8>) -> Result<(), Co
         }
         if let Some(v) = value {
             write_slot(out, slot);
-            rmp_serde::encode::write_named(out, v)
-                .map_err(|e| CodecError::Encode(e.to_string()))?;
+            v.write(out);
             count += 1;
         }
     }
-    insert_map_header(out, start, count);
+    if small {
+        // count < 16: a fixmap.
+        if let Some(header) = out.get_mut(start) {
+            *header = 0x80 | count as u8;
+        }
+    } else {
+        insert_map_header(out, start, count);
+    }
     Ok(())
 }
 

@@ -83,6 +83,45 @@ impl Value {
     }
 }
 
+impl Value {
+    /// Appends the value's canonical MessagePack encoding (the bytes `rmp_serde` writes for
+    /// it through [`Serialize`], written directly: hosts encode a context on every call).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        use rmp::encode as mp;
+        // Writing into a `Vec` cannot fail.
+        match self {
+            Value::Null => {
+                let _ = mp::write_nil(out);
+            }
+            Value::Bool(b) => {
+                let _ = mp::write_bool(out, *b);
+            }
+            Value::Int(i) => {
+                let _ = mp::write_sint(out, *i);
+            }
+            Value::Float(f) => {
+                let _ = mp::write_f64(out, *f);
+            }
+            Value::String(s) => {
+                let _ = mp::write_str(out, s);
+            }
+            Value::List(items) => {
+                let _ = mp::write_array_len(out, items.len() as u32);
+                for item in items {
+                    item.write(out);
+                }
+            }
+            Value::Map(entries) => {
+                let _ = mp::write_map_len(out, entries.len() as u32);
+                for (k, v) in entries {
+                    let _ = mp::write_str(out, k);
+                    v.write(out);
+                }
+            }
+        }
+    }
+}
+
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
         Value::String(s.to_owned())
@@ -234,8 +273,11 @@ pub fn decode_context(bytes: &[u8]) -> Result<Context, crate::CodecError> {
 /// Encodes a context to its canonical MessagePack bytes.
 pub fn encode_context(ctx: &Context) -> Result<Vec<u8>, crate::CodecError> {
     let mut out = Vec::with_capacity(32 * ctx.len() + 8);
-    rmp_serde::encode::write_named(&mut out, ctx)
-        .map_err(|e| crate::CodecError::Encode(e.to_string()))?;
+    let _ = rmp::encode::write_map_len(&mut out, ctx.len() as u32);
+    for (k, v) in ctx {
+        let _ = rmp::encode::write_str(&mut out, k);
+        v.write(&mut out);
+    }
     Ok(out)
 }
 

@@ -25,11 +25,12 @@
 
 mod cache;
 mod module;
+mod pool;
 mod reuse;
 mod shared;
 
 pub use cache::{CacheReject, CacheStats, CompiledCache};
-pub use module::{CallError, CompiledFrom, LoadedModule, ModuleStats};
+pub use module::{CallError, CompiledFrom, Counter, LoadedModule, ModuleStats};
 pub use reuse::{ReuseStats, CODE_REUSE_BYTES};
 
 use flagforge_protocol::limits;

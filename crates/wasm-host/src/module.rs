@@ -1,6 +1,5 @@
 //! A compiled module and its instance pool.
 
-use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flagforge_protocol::{abi, decode, manifest::ManifestReply, Context, Manifest, Resolution};
@@ -12,6 +11,8 @@ use wasmtime::{
 };
 
 use crate::cache::{CacheReject, CompiledCache, Found};
+pub use crate::pool::Counter;
+use crate::pool::Pool;
 use crate::shared;
 use crate::{Limits, LoadError};
 
@@ -21,16 +22,16 @@ pub use flagforge_runtime::CallError;
 #[derive(Debug, Default)]
 pub struct ModuleStats {
     /// Calls answered by the module.
-    pub calls: AtomicU64,
+    pub calls: Counter,
     /// Instances discarded after a trap or limit hit.
     pub discarded_instances: AtomicU64,
     /// Calls answered with a host-side fallback.
-    pub fallbacks: AtomicU64,
+    pub fallbacks: Counter,
     /// Instances created.
     pub instances_created: AtomicU64,
     /// Calls answered with the module's own answer remembered at load, for flags whose answer
     /// reads no context attribute (no call into the module).
-    pub constant_answers: AtomicU64,
+    pub constant_answers: Counter,
 }
 
 struct StoreData {
@@ -66,9 +67,9 @@ pub struct LoadedModule {
     /// What each instance of a split module needs written after instantiating its template.
     patch: Option<shared::DataPatch>,
     size: usize,
-    /// Idle instances: a lock-free bounded queue, so threads never wait on each other to take
-    /// or return one.
-    pool: ArrayQueue<Slot>,
+    /// Idle instances: lock-free bounded queues, one per thread stripe, so threads neither
+    /// wait on each other to take or return one nor write the same memory doing it.
+    pool: Pool<Box<Slot>>,
     stats: ModuleStats,
     compiled_from: CompiledFrom,
 }
@@ -215,7 +216,7 @@ impl LoadedModule {
             patch: split.map(|s| s.patch),
             compiled_from: source,
             size: bytes.len(),
-            pool: ArrayQueue::new(limits.max_idle_instances.max(1)),
+            pool: Pool::new(limits.max_idle_instances.max(1)),
             stats: ModuleStats::default(),
         };
         let mut slot = loaded.new_slot()?;
@@ -273,7 +274,7 @@ impl LoadedModule {
         }
     }
 
-    fn new_slot(&self) -> Result<Slot, LoadError> {
+    fn new_slot(&self) -> Result<Box<Slot>, LoadError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .instances(1)
@@ -315,11 +316,12 @@ impl LoadedModule {
             manifest: typed(&instance, &mut store, abi::EXPORT_MANIFEST)?,
         };
         self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
-        let mut slot = Slot {
+        // Boxed: an instance moves in and out of the pool on every call, as one pointer.
+        let mut slot = Box::new(Slot {
             store,
             exports,
             input: InputRegion::default(),
-        };
+        });
         // Ready the instance under the load budget: the first call decodes the module's rules
         // (flag number u32::MAX does not exist: the answer is a small FLAG_NOT_FOUND record).
         Self::run(&mut slot, self.limits.fuel_per_load, |store, ex| {
@@ -329,7 +331,7 @@ impl LoadedModule {
         Ok(slot)
     }
 
-    fn checkout(&self) -> Result<Slot, CallError> {
+    fn checkout(&self) -> Result<Box<Slot>, CallError> {
         match self.pool.pop() {
             Some(slot) => Ok(slot),
             None => self
@@ -338,7 +340,7 @@ impl LoadedModule {
         }
     }
 
-    fn checkin(&self, slot: Slot) {
+    fn checkin(&self, slot: Box<Slot>) {
         if self.limits.max_idle_instances > 0 {
             // A full queue hands the instance back: it is dropped.
             let _ = self.pool.push(slot);
@@ -419,7 +421,7 @@ impl LoadedModule {
                     .fetch_add(1, Ordering::Relaxed);
             }
             _ => {
-                self.stats.calls.fetch_add(1, Ordering::Relaxed);
+                self.stats.calls.incr();
                 self.checkin(slot);
             }
         }
@@ -456,19 +458,19 @@ impl LoadedModule {
                 .call(flag, &context, options(explain))
                 .unwrap_or_else(|e| self.fallback(key, &e)),
             Prepared::Constant(r) => {
-                self.stats.constant_answers.fetch_add(1, Ordering::Relaxed);
+                self.stats.constant_answers.incr();
                 r
             }
             Prepared::Answer(r) => r,
             Prepared::Refused(r, _) => {
-                self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.stats.fallbacks.incr();
                 r
             }
         }
     }
 
     fn fallback(&self, key: &str, err: &CallError) -> Resolution {
-        self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.stats.fallbacks.incr();
         self.runtime.fallback(key, err)
     }
 
@@ -521,7 +523,7 @@ impl LoadedModule {
             })
         });
         out.unwrap_or_else(|e| {
-            self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+            self.stats.fallbacks.incr();
             self.runtime.fallback_all(&e)
         })
     }
