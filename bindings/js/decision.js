@@ -12,6 +12,9 @@ export function makeDecide(signDecision) {
    * `bad_key` or `unknown_flag` (configuration mistakes, not input).
    */
   return function decide(engine, { flags, context, correlationId, secretKey, ttlMs, version, nowMs }) {
+    if (!Array.isArray(flags) || typeof correlationId !== "string" || !(ttlMs > 0)) {
+      throw new TypeError("decide needs flags (a list), correlationId (a string) and ttlMs (> 0)");
+    }
     const known = new Set(engine.manifest.flags.map((f) => f.key));
     const unknown = flags.find((f) => !known.has(f));
     if (unknown !== undefined) {

@@ -534,8 +534,7 @@ export class FlagEngine {
       throw new CallError("GENERAL", "cannot create a module instance: the module is being re-instantiated");
     }
     if (input.length > MAX_CONTEXT_BYTES) throw tooLarge(input.length);
-    const at = inst.call(flag, input, explain ? OPT_EXPLAIN : 0);
-    return at;
+    return inst.call(flag, input, explain ? OPT_EXPLAIN : 0);
   }
 
   #discard(e) {

@@ -5,7 +5,7 @@
 // bytes. Hand-written: a general MessagePack library encodes JavaScript numbers by their own
 // rules (1.0, -0, BigInt, key order), not the canonical ones, and costs more than this file.
 
-export const MAX_DEPTH = 32;
+const MAX_DEPTH = 32;
 const MAX_SAFE = 2 ** 53;
 const utf8 = new TextEncoder();
 const strict = new TextDecoder("utf-8", { fatal: true });
@@ -177,32 +177,10 @@ const I64 = 2n ** 63n;
 const STR = 1, ARRAY = 2, MAP = 3;
 const MAX_SAFE_BIG = 2n ** 53n;
 
-export function compareBytes(a, b) {
+function compareBytes(a, b) {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
   return a.length - b.length;
-}
-
-/** Writes a decoded value (decode() below) back in the canonical encoding. */
-export function writeDecoded(w, v) {
-  switch (typeof v) {
-    case "string": return w.str(v);
-    case "number": return w.number(v);
-    case "boolean": return w.bool(v);
-    case "bigint": return w.bigint(v);
-  }
-  if (v === null) return w.nil();
-  if (Array.isArray(v)) {
-    w.arrayHead(v.length);
-    for (const item of v) writeDecoded(w, item);
-    return;
-  }
-  const keys = Object.keys(v).map((k) => [utf8.encode(k), k]).sort((a, b) => compareBytes(a[0], b[0]));
-  w.mapHead(keys.length);
-  for (const [bytes, k] of keys) {
-    w.strBytes(bytes);
-    writeDecoded(w, v[k]);
-  }
 }
 
 /** Sets a member without invoking `__proto__`'s setter. */

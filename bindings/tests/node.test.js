@@ -138,6 +138,8 @@ test("node: decision contexts made in JS verify in Rust and the other way round"
   const ask = (flags, secretKey) => () => decide(engine, { flags, context: ctx, correlationId: "x", secretKey, ttlMs: 1000 });
   assert.throws(ask(["NoSuchFlag"], secret), (e) => e.code === "unknown_flag");
   assert.throws(ask(flags, "not a key"), (e) => e.code === "bad_key");
+  // A forgotten ttlMs would sign a context that expired when it was made.
+  assert.throws(() => decide(engine, { flags, context: ctx, correlationId: "x", secretKey: secret }), TypeError);
 });
 
 test("node: only the attributes a flag reads are sent, as wasm-host sends", async () => {

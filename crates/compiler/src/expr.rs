@@ -485,7 +485,9 @@ impl Env<'_> {
                 let name = segment_name(args)?;
                 match self.segments.get(&name) {
                     Some(SegRef::Members { set, ty }) => {
-                        if !(ta == *ty || (ta == Ty::Int && *ty == Ty::Int)) {
+                        // As with a literal list: a `number` attribute may be tested against
+                        // integer members (an integral value is a member).
+                        if !(ta == *ty || (numeric(ta) && *ty == Ty::Int)) {
                             return Err(err(
                                 format!("segment `{name}` holds {} members, but {} is {}", ty.name(), describe(a), ta.name()),
                                 Some(&name),
