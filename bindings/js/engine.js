@@ -235,7 +235,7 @@ function layout(manifest) {
     // Each variant's value in the canonical encoding, written into result bytes as is.
     const values = new Map(f.variants.map((v) => {
       const w = new Writer(16);
-      writeValue(w, v.value);
+      w.value(v.value, "value", 0);
       return [v.name, w.bytes().slice()];
     }));
     return { index, info: f, plan: plan(slots), values, constant: null };
@@ -672,7 +672,7 @@ function writeResult(w, r, f) {
   w.str(r.key);
   w.str("value");
   const value = r.variant === undefined ? undefined : f?.values.get(r.variant);
-  if (value === undefined) writeValue(w, r.value);
+  if (value === undefined) w.value(r.value, "value", 0);
   else w.raw(value);
   if (r.variant !== undefined) w.str("variant"), w.str(r.variant);
   w.str("reason");
@@ -693,13 +693,6 @@ function writeResult(w, r, f) {
       w.str("outcome"), w.str(s.outcome);
     }
   }
-}
-
-/** A decoded value (numbers, BigInt, strings, lists, plain objects) in the canonical encoding. */
-function writeValue(w, v) {
-  if (v === null) return w.nil();
-  if (typeof v === "object" && !Array.isArray(v)) return w.object(v, "value", 0);
-  return w.value(v, "value", 0);
 }
 
 /** protocol's `positional::from_canonical`: declared attributes the plan reads, in slot order,
