@@ -20,6 +20,7 @@ mod decisions;
 mod demo;
 mod distribution_demo;
 mod governance;
+mod import;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -325,6 +326,12 @@ enum Command {
         #[arg(long, default_value_t = 1024 * 1024)]
         http_max_body_bytes: usize,
     },
+    /// Translate another flag system's definitions into a rule file (checked before it is
+    /// written): `flagforge import flagd FLAGS.json -o DIR`.
+    Import {
+        #[command(subcommand)]
+        from: import::From,
+    },
     /// Build the examples and show decisions for realistic contexts (the main job).
     Demo {
         /// The examples directory.
@@ -375,6 +382,7 @@ enum AuditCommand {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { path } => check(&path),
+        Command::Import { from } => import::run(from),
         Command::Build {
             path,
             out,
@@ -900,6 +908,14 @@ fn manifest_json(m: &Manifest, sha256: &str, size: usize) -> Json {
                 }
                 if !f.prerequisites.is_empty() {
                     obj.insert("prerequisites".into(), json!(f.prerequisites));
+                }
+                if !f.metadata.is_empty() {
+                    let meta: JsonMap<String, Json> = f
+                        .metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.to_json()))
+                        .collect();
+                    obj.insert("metadata".into(), Json::Object(meta));
                 }
                 if f.lifecycle != flagforge_protocol::Lifecycle::default() {
                     obj.insert(

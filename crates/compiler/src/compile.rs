@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use evaluator_core::bucket::UNLEASH_VARIANT_SEED;
 use evaluator_core::ir::{
-    Action, AttrIr, FlagIr, Prerequisite, Rollout, RuleIr, RulesetIr, SegmentIr, SetIr, Ty, Window,
-    IR_FORMAT,
+    Action, AttrIr, Bucketing, FlagIr, Prerequisite, Rollout, RuleIr, RulesetIr, SegmentIr, SetIr,
+    Ty, Window, IR_FORMAT,
 };
 use evaluator_core::time;
 use flagforge_protocol::{FlagKind, Lifecycle, Propagation, Value};
@@ -51,8 +52,17 @@ const FLAG_KEYS: &[&str] = &[
     "docs",
     "propagation",
     "expose",
+    "metadata",
 ];
-const RULE_KEYS: &[&str] = &["name", "when", "serve", "rollout", "by", "seed"];
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "when",
+    "serve",
+    "rollout",
+    "by",
+    "seed",
+    "bucketing",
+];
 
 struct FlagDraft {
     ir: FlagIr,
@@ -674,6 +684,11 @@ impl<'f> Compiler<'f> {
             docs: self.scalar(m, "docs", &what).map(|(v, _)| v.to_owned()),
         };
 
+        let metadata = m
+            .get_node("metadata")
+            .map(|n| self.metadata(n))
+            .unwrap_or_default();
+
         // Variants: migration states, explicit variants, or the boolean shorthand.
         let mut states = Vec::new();
         let mut floats = false;
@@ -894,6 +909,7 @@ impl<'f> Compiler<'f> {
                 description,
                 expires,
                 lifecycle,
+                metadata,
                 variants,
                 default: default?,
                 on_error: on_error?,
@@ -1016,10 +1032,15 @@ impl<'f> Compiler<'f> {
         };
         let action = match (rm.get_node("serve"), rm.get_node("rollout")) {
             (Some(serve), None) => {
-                if rm.get_node("by").is_some() || rm.get_node("seed").is_some() {
+                if ["by", "seed", "bucketing"]
+                    .iter()
+                    .any(|k| rm.get_node(k).is_some())
+                {
                     self.error(
                         rm.span(),
-                        format!("{what}: `by` and `seed` belong to `rollout`, not `serve`"),
+                        format!(
+                            "{what}: `by`, `seed` and `bucketing` belong to `rollout`, not `serve`"
+                        ),
                     );
                 }
                 let Some(s) = serve.as_scalar() else {
@@ -1093,10 +1114,33 @@ impl<'f> Compiler<'f> {
                 let seed = self
                     .scalar(rm, "seed", &what)
                     .map_or_else(|| flag_key.to_owned(), |(s, _)| s.to_owned());
+                let bucketing = match self.scalar(rm, "bucketing", &what) {
+                    None | Some(("flagd-v2", _)) => Bucketing::FlagdV2,
+                    // flagd's implicit key is `[flagKey, targetingKey]`; an explicit `by:` is
+                    // the bucketing expression, hashed as a value.
+                    Some(("flagd-v3", _)) => Bucketing::FlagdV3 {
+                        pair: rm.get_node("by").is_none(),
+                    },
+                    Some(("unleash", _)) => Bucketing::Unleash { hash_seed: 0 },
+                    Some(("unleash-variants", _)) => Bucketing::Unleash {
+                        hash_seed: UNLEASH_VARIANT_SEED,
+                    },
+                    Some((other, span)) => {
+                        self.error(
+                            span,
+                            format!(
+                                "unknown bucketing `{other}`; one of flagd-v2 (the default), \
+                                 flagd-v3, unleash, unleash-variants (docs/bucketing.md)"
+                            ),
+                        );
+                        return None;
+                    }
+                };
                 Action::Rollout(Rollout {
                     by: slot,
                     seed,
                     buckets,
+                    bucketing,
                 })
             }
             (Some(_), Some(_)) => {
@@ -1119,6 +1163,35 @@ impl<'f> Compiler<'f> {
             source,
             action,
         })
+    }
+
+    /// `metadata:`: a mapping of names to strings, numbers and booleans (OpenFeature's flag
+    /// metadata types).
+    fn metadata(&mut self, node: &Node) -> Vec<(String, Value)> {
+        let Some(map) = node.as_mapping() else {
+            self.error(
+                node.span(),
+                "`metadata` maps names to strings, numbers or booleans, e.g. `{ ticket: OPS-12 }`",
+            );
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for (k, v) in map.iter() {
+            match self.value(v) {
+                Some(
+                    value @ (Value::String(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_)),
+                ) => out.push((k.as_str().to_owned(), value)),
+                Some(_) => self.error(
+                    v.span(),
+                    format!(
+                        "metadata `{}` must be a string, number or boolean",
+                        k.as_str()
+                    ),
+                ),
+                None => {}
+            }
+        }
+        out
     }
 
     fn variants(&mut self, node: &Node) -> Vec<(String, Value)> {

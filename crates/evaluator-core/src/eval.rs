@@ -606,13 +606,9 @@ impl Ruleset {
                     return Ok((Reason::TargetingMatch, *v, Some(i as u32)));
                 }
                 Action::Rollout(ro) => {
-                    let text;
-                    let value: &str = match slots.get(ro.by as usize) {
-                        Some(Slot::Val(V::Str(s))) => s,
-                        Some(Slot::Val(V::Int(n))) => {
-                            text = n.to_string();
-                            &text
-                        }
+                    let value = match slots.get(ro.by as usize) {
+                        Some(Slot::Val(V::Str(s))) => bucket::Key::Str(s),
+                        Some(Slot::Val(V::Int(n))) => bucket::Key::Int(*n),
                         Some(Slot::Invalid(msg)) => {
                             return Err(EvalError {
                                 code: ErrorCode::TypeMismatch,
@@ -630,7 +626,9 @@ impl Ruleset {
                         }
                     };
                     let weights = ro.buckets.iter().map(|(_, w)| *w);
-                    let Some((pick, b, total)) = bucket::pick(&ro.seed, value, weights) else {
+                    let Some((pick, b, total)) =
+                        bucket::pick(ro.bucketing, &ro.seed, value, weights)
+                    else {
                         return Err(EvalError::general("rollout has no weight"));
                     };
                     let v = ro
@@ -908,6 +906,7 @@ fn flag_info(ir: &RulesetIr, f: &FlagIr) -> FlagInfo {
             dependents: f.lifecycle.dependents.clone(),
             docs: f.lifecycle.docs.clone(),
         },
+        metadata: f.metadata.clone(),
         float: f.floats,
     }
 }

@@ -242,6 +242,14 @@ fn metadata(
             .collect();
         list(&pairs)
     };
+    let metadata = |f: &FlagIr| {
+        let pairs: Vec<String> = f
+            .metadata
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_json()))
+            .collect();
+        list(&pairs)
+    };
     let fields: Vec<(&str, Option<String>, Option<String>)> = vec![
         (
             "kind",
@@ -295,6 +303,7 @@ fn metadata(
             list(&new.lifecycle.dependents),
         ),
         ("docs", opt(&old.lifecycle.docs), opt(&new.lifecycle.docs)),
+        ("metadata", metadata(old), metadata(new)),
     ];
     fields
         .into_iter()

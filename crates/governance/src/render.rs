@@ -3,7 +3,7 @@
 //! files were formatted; the display text is what a reviewer reads in a diff.
 
 use flagforge_model::ir::{
-    Action, ArithOp, CmpOp, Expr, FlagIr, Lit, RuleIr, RulesetIr, SetIr, StrOp, Window,
+    Action, ArithOp, Bucketing, CmpOp, Expr, FlagIr, Lit, RuleIr, RulesetIr, SetIr, StrOp, Window,
 };
 use flagforge_protocol::time::format_timestamp;
 
@@ -225,6 +225,12 @@ pub(crate) fn rule(ir: &RulesetIr, flag: &FlagIr, rule: &RuleIr) -> RuleView {
                 String::new()
             } else {
                 format!(" seed {}", quote(&ro.seed))
+            };
+            // A change of algorithm re-buckets users, so the diff must show it.
+            let seed = match ro.bucketing {
+                Bucketing::FlagdV2 => seed,
+                Bucketing::FlagdV3 { pair: true } => format!("{seed} bucketing flagd-v3 pair"),
+                other => format!("{seed} bucketing {}", other.name()),
             };
             let serves = ro
                 .buckets

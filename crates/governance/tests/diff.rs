@@ -243,3 +243,34 @@ fn a_migration_jumping_legacy_only_to_new_only_is_named_with_its_transition() {
         .iter()
         .any(|c| matches!(c, Change::FlagMetadataChanged { field, .. } if field == "transitions")));
 }
+
+#[test]
+fn a_new_bucketing_algorithm_and_new_metadata_are_changes() {
+    // A new bucketing re-buckets every user of the rollout, so it must show in the diff.
+    let edited = checkout(|name, text| {
+        match name {
+        "migration.yaml" => replace(
+            replace(
+                text,
+                "        rollout: { SHADOW_READ: 50, DUAL_WRITE: 50 }\n        by: customer_id\n",
+                "        rollout: { SHADOW_READ: 50, DUAL_WRITE: 50 }\n        by: customer_id\n        bucketing: unleash\n",
+            ),
+            "    on_error: LEGACY_ONLY\n",
+            "    on_error: LEGACY_ONLY\n    metadata: { ticket: FUL-7 }\n",
+        ),
+        _ => text,
+    }
+    });
+    let changes = diff(Some(&original()), &edited);
+    let text: Vec<String> = changes.iter().map(Change::summary).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("by customer_id bucketing unleash")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("metadata") && t.contains("ticket: \"FUL-7\"")),
+        "{text:#?}"
+    );
+}

@@ -10,7 +10,7 @@ use flagforge_protocol::{FlagKind, Lifecycle, Propagation, Value};
 use serde::{Deserialize, Serialize};
 
 /// Version of this model's encoding; bumped on any incompatible change.
-pub const IR_FORMAT: u32 = 2;
+pub const IR_FORMAT: u32 = 3;
 
 /// A compiled ruleset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +188,9 @@ pub struct FlagIr {
     pub expires: Option<String>,
     /// Lifecycle metadata.
     pub lifecycle: Lifecycle,
+    /// Static key/value metadata (`metadata:`), in file order.
+    #[serde(with = "packed_values")]
+    pub metadata: Vec<(String, Value)>,
     /// Variants (name, value) in declaration order.
     #[serde(with = "packed_values")]
     pub variants: Vec<(String, Value)>,
@@ -269,6 +272,43 @@ pub struct Rollout {
     pub seed: String,
     /// (variant index, weight) in source order.
     pub buckets: Vec<(u32, u32)>,
+    /// How the bucketing value is hashed and mapped to a bucket.
+    pub bucketing: Bucketing,
+}
+
+/// The bucketing algorithms of `docs/bucketing.md`: which bytes are hashed, with which
+/// murmur3 seed, and how the hash becomes a bucket in `[0, W)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Bucketing {
+    /// flagd `fractional` v2: `murmur3(seed ++ value)`, bucket `(h × W) >> 32`.
+    FlagdV2,
+    /// flagd `fractional` v3: murmur3 of the deterministic CBOR encoding of the key, bucket
+    /// `(h × W) >> 32`. `pair`: the key is the array `[seed, value]` (flagd's implicit
+    /// `[flagKey, targetingKey]`); otherwise it is the value itself, as text prefixed with the
+    /// seed when the seed is not empty.
+    FlagdV3 {
+        /// Whether the key is the `[seed, value]` pair.
+        pair: bool,
+    },
+    /// Unleash: `murmur3("seed:value", hash_seed)`, bucket `h mod W` (Unleash's normalised
+    /// hash minus one). Hash seed 0 for strategy rollouts, 86028157 for variants.
+    Unleash {
+        /// murmur3's seed.
+        hash_seed: u32,
+    },
+}
+
+impl Bucketing {
+    /// The spelling used in rule files (`bucketing:`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Bucketing::FlagdV2 => "flagd-v2",
+            Bucketing::FlagdV3 { .. } => "flagd-v3",
+            Bucketing::Unleash { hash_seed: 0 } => "unleash",
+            Bucketing::Unleash { .. } => "unleash-variants",
+        }
+    }
 }
 
 /// Comparison operators.
@@ -462,6 +502,7 @@ impl RulesetIr {
                 description: None,
                 expires: Some("2030-01-01".into()),
                 lifecycle: Lifecycle::default(),
+                metadata: vec![],
                 variants: vec![
                     ("on".into(), Value::Bool(true)),
                     ("off".into(), Value::Bool(false)),

@@ -173,6 +173,11 @@ pub struct FlagInfo {
     /// Lifecycle metadata.
     #[serde(default)]
     pub lifecycle: Lifecycle,
+    /// The flag's static metadata (`metadata:` in the rule file): strings, numbers, booleans.
+    /// A map on the wire, in file order; a `Vec` here because a map type costs the module
+    /// kilobytes of code it would only use to build this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "pairs_as_map")]
+    pub metadata: Vec<(String, Value)>,
     /// Number variants are floats (written `50.0` in the rule file): hosts present an
     /// integral value as a float (`50.0`), so typed clients (`getFloatValue`) accept it.
     #[serde(default)]
@@ -436,4 +441,36 @@ pub enum ManifestReply {
     Ok(Manifest),
     /// The module's embedded rules could not be loaded.
     Error(String),
+}
+
+/// `Vec<(String, Value)>` as a map on the wire, keeping its order.
+mod pairs_as_map {
+    use core::fmt;
+
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use crate::Value;
+
+    pub fn serialize<S: Serializer>(v: &[(String, Value)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(v.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Value)>, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Vec<(String, Value)>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of metadata")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
 }

@@ -12,3 +12,4 @@ mod commands;
 mod corpus;
 mod golden;
 mod governance;
+mod import;

@@ -40,6 +40,7 @@ fn flag(key: &str) -> FlagInfo {
         propagation: flagforge_protocol::Propagation::Immediate,
         expose: Vec::new(),
         lifecycle: Lifecycle::default(),
+        metadata: Default::default(),
         float: false,
     }
 }
