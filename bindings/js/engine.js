@@ -284,7 +284,9 @@ function copy(v) {
 }
 
 function answerCopy(r) {
-  return typeof r.value === "object" && r.value !== null ? { ...r, value: copy(r.value) } : { ...r };
+  const out = typeof r.value === "object" && r.value !== null ? { ...r, value: copy(r.value) } : { ...r };
+  if (r.metadata !== undefined) out.metadata = { ...r.metadata };
+  return out;
 }
 
 /** A loaded flagforge module, ready to evaluate. */
@@ -554,8 +556,10 @@ export class FlagEngine {
     if (!(e instanceof CallError)) e = unencodable(text(e));
     const info = f.info;
     const served = info.variants.find((v) => v.name === info.on_error);
-    return { key: info.key, value: copy(served?.value ?? null), variant: info.on_error, reason: "ERROR",
+    const r = { key: info.key, value: copy(served?.value ?? null), variant: info.on_error, reason: "ERROR",
       errorCode: e.code, errorMessage: e.message };
+    if (info.metadata !== undefined) r.metadata = { ...info.metadata };
+    return r;
   }
 
   #notFound(key) {
@@ -644,6 +648,8 @@ function readRecord(mem, at, end, info) {
       throw malformed(`result explanation does not decode: ${text(e)}`);
     }
   }
+  // The flag's static metadata (strings, numbers, booleans): copied, as values are.
+  if (info.metadata !== undefined) r.metadata = { ...info.metadata };
   recordEnd = msgAt + msgLen + xLen;
   return r;
 }
@@ -666,7 +672,7 @@ function checkExplanation(x) {
  * `f` is the flag's layout entry (undefined for an unknown flag). */
 function writeResult(w, r, f) {
   const n = 3 + (r.variant !== undefined) + (r.errorCode !== undefined) + (r.errorMessage !== undefined)
-    + (r.explain !== undefined);
+    + (r.explain !== undefined) + (r.metadata !== undefined);
   w.mapHead(n);
   w.str("key");
   w.str(r.key);
@@ -693,6 +699,8 @@ function writeResult(w, r, f) {
       w.str("outcome"), w.str(s.outcome);
     }
   }
+  // Keys in UTF-8 byte order, as the compiler stores them and every host writes maps.
+  if (r.metadata !== undefined) w.str("metadata"), w.object(r.metadata, "metadata", 0);
 }
 
 /** protocol's `positional::from_canonical`: declared attributes the plan reads, in slot order,

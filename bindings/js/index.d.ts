@@ -10,6 +10,8 @@ export interface FlagResult {
     | "INVALID_CONTEXT" | "PROVIDER_FATAL" | "GENERAL";
   errorMessage?: string;
   explain?: { rule?: number; steps: { check: string; source?: string; outcome: string }[] };
+  /** The flag's static metadata (`metadata:` in its rule file), on every answer for it. */
+  metadata?: Record<string, string | number | boolean>;
 }
 
 /** An evaluation context: attribute name to JSON-like value (BigInt allowed for integers). */

@@ -30,11 +30,12 @@ export function toContext(context) {
 /**
  * Resolution details for `flagKey` from a flagforge result (`engine.evaluate`): a failed
  * evaluation carries its `errorCode` (the SDK runs error hooks and returns the caller's
- * default); a flag of another type than asked is TYPE_MISMATCH. Metadata: ruleset, version,
- * sha256.
+ * default); a flag of another type than asked is TYPE_MISMATCH. Metadata: the flag's own
+ * (`metadata:` in its rule file), then ruleset, version, sha256.
  */
 export function toResolution(result, expected, types, defaultValue, metadata) {
-  const flagMetadata = { ...metadata };
+  // The flag's own metadata, then the provider's (ruleset, version, sha256), which win.
+  const flagMetadata = { ...result.metadata, ...metadata };
   if (result.errorCode) {
     return { value: defaultValue, reason: "ERROR", errorCode: result.errorCode,
              errorMessage: result.errorMessage, flagMetadata };

@@ -138,6 +138,10 @@ test("server provider (Node): the checkout cases give the golden answers; target
   assert.deepEqual(errors, ["TYPE_MISMATCH", "TYPE_MISMATCH"]);
   const d = await client.getStringDetails("CheckoutExperienceVariant", "", { targetingKey: "c-1001" });
   assert.deepEqual([d.value, d.flagMetadata.ruleset, d.flagMetadata.sha256], ["one-page", "checkout", engine.hash]);
+  // A flag's own metadata (`metadata:` in its rule file) comes with it.
+  const shipping = await client.getNumberDetails("FreeShippingThreshold", -1, { market: "IT" });
+  assert.deepEqual([shipping.value, shipping.flagMetadata.policy_doc, shipping.flagMetadata.reviewed_quarterly,
+    shipping.flagMetadata.ruleset], [50, "PRC-7", true, "checkout"]);
   console.log(`server provider: ${n} checkout cases, ${byKey} also by targetingKey alone`);
 });
 

@@ -99,6 +99,10 @@ class InProcess(unittest.TestCase):
         self.assertEqual(d.value, "one-page")
         self.assertEqual(d.flag_metadata["ruleset"], "checkout")
         self.assertEqual(d.flag_metadata["sha256"], module.sha256)
+        # A flag's own metadata (`metadata:` in its rule file) comes with it.
+        d = client.get_float_details("FreeShippingThreshold", 1.5, EvaluationContext(attributes={"market": "IT"}))
+        self.assertEqual((d.value, d.flag_metadata["policy_doc"], d.flag_metadata["reviewed_quarterly"]), (50.0, "PRC-7", True))
+        self.assertEqual(d.flag_metadata["ruleset"], "checkout")
 
     def test_a_new_module_is_announced(self):
         from openfeature.event import ProviderEvent

@@ -423,7 +423,7 @@ impl<'f> Compiler<'f> {
                         self.error(when.span(), format!("`when` of segment `{seg_name}` must be an expression string"));
                         continue;
                     };
-                    let mut env = Env { attrs: &attrs, segments: &segments, tables: &mut tables, reads: BTreeSet::new() };
+                    let mut env = Env { attrs: &attrs, segments: &segments, tables: &mut tables, reads: BTreeSet::new(), item: None };
                     match compile_condition(w.as_str(), &mut env) {
                         Ok(e) => {
                             let reads = env.reads;
@@ -1012,6 +1012,7 @@ impl<'f> Compiler<'f> {
                     segments,
                     tables,
                     reads: BTreeSet::new(),
+                    item: None,
                 };
                 match compile_condition(text, &mut env) {
                     Ok(e) => {
@@ -1178,6 +1179,22 @@ impl<'f> Compiler<'f> {
         let mut out = Vec::new();
         for (k, v) in map.iter() {
             match self.value(v) {
+                // One spelling per number on every host (JavaScript has one number type): an
+                // integral value is an integer.
+                Some(Value::Float(f)) if f.fract() == 0.0 => {
+                    if f.abs() < 9_007_199_254_740_992.0 {
+                        out.push((k.as_str().to_owned(), Value::Int(f as i64)));
+                    } else {
+                        self.error(
+                            v.span(),
+                            format!("metadata `{}` is a number beyond ±2^53", k.as_str()),
+                        );
+                    }
+                }
+                Some(Value::Int(n)) if n.unsigned_abs() >= 1 << 53 => self.error(
+                    v.span(),
+                    format!("metadata `{}` is a number beyond ±2^53", k.as_str()),
+                ),
                 Some(
                     value @ (Value::String(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_)),
                 ) => out.push((k.as_str().to_owned(), value)),
@@ -1191,6 +1208,8 @@ impl<'f> Compiler<'f> {
                 None => {}
             }
         }
+        // Keys in UTF-8 byte order: the order every host writes a map in.
+        out.sort_by(|(a, _), (b, _)| a.cmp(b));
         out
     }
 

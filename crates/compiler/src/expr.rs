@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use cel_parser::{ArithmeticOp, Atom, Expression, Member, RelationOp, UnaryOp};
-use evaluator_core::ir::{ArithOp, CmpOp, Expr, Lit, SetIr, StrOp, Ty};
+use evaluator_core::ir::{ArithOp, Cidr, CmpOp, Expr, Lit, SetIr, StrOp, Ty};
 use evaluator_core::time;
 
 /// Deepest expression nesting accepted (guards the compiler's and the evaluator's stacks).
@@ -91,6 +91,8 @@ pub(crate) struct Env<'a> {
     pub segments: &'a HashMap<String, SegRef>,
     pub tables: &'a mut Tables,
     pub reads: BTreeSet<String>,
+    /// The element name and type bound inside `exists`/`all`.
+    pub item: Option<(String, Ty)>,
 }
 
 /// Parses and lowers a boolean condition.
@@ -241,6 +243,9 @@ impl Env<'_> {
         match e {
             Expression::Atom(a) => lit(a).map(|(l, t)| (Expr::Lit(l), t)),
             Expression::Ident(name) => {
+                if let Some((_, ty)) = self.item.as_ref().filter(|(n, _)| n == name.as_str()) {
+                    return Ok((Expr::Item, *ty));
+                }
                 let (slot, ty) = self.attr(name)?;
                 Ok((Expr::Attr(slot), ty))
             }
@@ -339,7 +344,10 @@ impl Env<'_> {
                 "field access is not supported: declare each attribute at the top of `context`",
                 needle_of(t).as_deref(),
             )),
-            Expression::List(_) => Err(err("a list may only appear on the right of `in`", None)),
+            Expression::List(_) => Err(err(
+                "a list literal may only appear on the right of `in`, or compared with a list by `==` or `!=`",
+                None,
+            )),
             Expression::Map(_) => Err(err("map literals are not supported in conditions", None)),
         }
     }
@@ -374,6 +382,9 @@ impl Env<'_> {
         op: CmpOp,
         b: &Expression,
     ) -> Result<(Expr, Ty), ExprError> {
+        if matches!(a, Expression::List(_)) || matches!(b, Expression::List(_)) {
+            return self.list_equality(a, op, b);
+        }
         let (mut ea, mut ta) = self.lower(a)?;
         let (mut eb, mut tb) = self.lower(b)?;
         if ta == Ty::String {
@@ -410,6 +421,57 @@ impl Env<'_> {
         Ok((Expr::Cmp(op, Box::new(ea), Box::new(eb)), Ty::Bool))
     }
 
+    /// `list == [..]` and `list != [..]`: element by element, in order.
+    fn list_equality(
+        &mut self,
+        a: &Expression,
+        op: CmpOp,
+        b: &Expression,
+    ) -> Result<(Expr, Ty), ExprError> {
+        if !matches!(op, CmpOp::Eq | CmpOp::Ne) {
+            return Err(err("lists can only be compared with `==` and `!=`", None));
+        }
+        let (list, other) = match (a, b) {
+            (Expression::List(items), other) | (other, Expression::List(items)) => (items, other),
+            _ => return Err(err("expected a list literal", None)),
+        };
+        if matches!(other, Expression::List(_)) {
+            return Err(err("compare a list attribute with a list literal", None));
+        }
+        let (eo, to) = self.lower(other)?;
+        let Some(elem) = to.element() else {
+            return Err(err(
+                format!(
+                    "a list literal is compared with a list, but {} is {}",
+                    describe(other),
+                    to.name()
+                ),
+                needle_of(other).as_deref(),
+            ));
+        };
+        let mut items = Vec::with_capacity(list.len());
+        for item in list {
+            let (x, t) = self.lower(item)?;
+            if !(t == elem || numeric(t) && numeric(elem)) {
+                return Err(err(
+                    format!(
+                        "list element {} is {}, but {} holds {} elements",
+                        describe(item),
+                        t.name(),
+                        describe(other),
+                        elem.name()
+                    ),
+                    needle_of(item).as_deref(),
+                ));
+            }
+            items.push(x);
+        }
+        Ok((
+            Expr::Cmp(op, Box::new(eo), Box::new(Expr::List(items))),
+            Ty::Bool,
+        ))
+    }
+
     /// Turns a string literal into a semver, timestamp or duration literal when the other
     /// operand has that type.
     fn coerce(&mut self, e: &Expr, want: Ty) -> Result<Option<Expr>, ExprError> {
@@ -425,6 +487,11 @@ impl Env<'_> {
     }
 
     fn membership(&mut self, a: &Expression, b: &Expression) -> Result<(Expr, Ty), ExprError> {
+        if let Expression::FunctionCall(f, None, ranges) = b {
+            if matches!(f.as_ref(), Expression::Ident(n) if n.as_str() == "cidr") {
+                return self.in_cidr(a, ranges);
+            }
+        }
         let (ea, ta) = self.lower(a)?;
         match b {
             Expression::List(items) => {
@@ -517,6 +584,57 @@ impl Env<'_> {
                 needle_of(b).as_deref(),
             )),
         }
+    }
+
+    /// `ip(addr) in cidr("10.0.0.0/8", "2001:db8::/32", …)`.
+    fn in_cidr(&mut self, a: &Expression, ranges: &[Expression]) -> Result<(Expr, Ty), ExprError> {
+        let usage = "write `ip(attribute) in cidr(\"10.0.0.0/8\", …)`";
+        let Expression::FunctionCall(f, None, args) = a else {
+            return Err(err(
+                format!("`cidr` tests an IP address: {usage}"),
+                Some("cidr"),
+            ));
+        };
+        let (Expression::Ident(name), [addr]) = (f.as_ref(), args.as_slice()) else {
+            return Err(err(
+                format!("`cidr` tests an IP address: {usage}"),
+                Some("cidr"),
+            ));
+        };
+        if name.as_str() != "ip" {
+            return Err(err(
+                format!("`cidr` tests an IP address: {usage}"),
+                Some(name),
+            ));
+        }
+        let (e, t) = self.lower(addr)?;
+        if t != Ty::String {
+            return Err(err(
+                format!(
+                    "`ip` reads an address from a string, but {} is {}",
+                    describe(addr),
+                    t.name()
+                ),
+                needle_of(addr).as_deref(),
+            ));
+        }
+        if ranges.is_empty() {
+            return Err(err(
+                format!("`cidr` needs at least one range: {usage}"),
+                Some("cidr"),
+            ));
+        }
+        let mut out = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let Expression::Atom(Atom::String(text)) = r else {
+                return Err(err(
+                    format!("`cidr` takes string literals: {usage}"),
+                    Some("cidr"),
+                ));
+            };
+            out.push(parse_cidr(text)?);
+        }
+        Ok((Expr::InCidr(Box::new(e), out), Ty::Bool))
     }
 
     fn unknown_segment(&self, name: &str) -> ExprError {
@@ -641,6 +759,52 @@ impl Env<'_> {
                     _ => (Expr::Lit(Lit::Duration(parse_dur(s)?)), Ty::Duration),
                 })
             }
+            ("exists" | "all", Some(t)) => {
+                let usage = format!("`{name}` binds a name to each element: `roles.{name}(r, r.startsWith(\"adm\"))`");
+                let [Expression::Ident(var), body] = args else {
+                    return Err(err(usage, Some(name)));
+                };
+                if self.item.is_some() {
+                    return Err(err(format!("`{name}` inside `exists`/`all` is not supported"), Some(name)));
+                }
+                let (el, tl) = self.lower(t)?;
+                let Some(elem) = tl.element() else {
+                    return Err(err(format!("`{name}` applies to a list, but {} is {}", describe(t), tl.name()), needle_of(t).as_deref()));
+                };
+                self.item = Some((var.to_string(), elem));
+                let lowered = self.lower(body);
+                self.item = None;
+                let (eb, tb) = lowered?;
+                if tb != Ty::Bool {
+                    return Err(err(format!("the condition of `{name}` must be a bool, but it is {}", tb.name()), needle_of(body).as_deref()));
+                }
+                Ok((Expr::Each { all: name == "all", list: Box::new(el), body: Box::new(eb) }, Ty::Bool))
+            }
+            ("lowerAscii" | "upperAscii", Some(t)) => {
+                let (et, tt) = self.lower(t)?;
+                if tt != Ty::String {
+                    return Err(err(format!("`{name}` applies to strings, but {} is {}", describe(t), tt.name()), needle_of(t).as_deref()));
+                }
+                if !args.is_empty() {
+                    return Err(err(format!("`{name}` takes no argument: `s.{name}()`"), Some(name)));
+                }
+                Ok((Expr::Case(name == "upperAscii", Box::new(et)), Ty::String))
+            }
+            ("size", _) => {
+                let x = match (target, args) {
+                    (Some(t), []) | (None, [t]) => t,
+                    _ => return Err(err("`size` takes one string or list: `size(x)` or `x.size()`", Some(name))),
+                };
+                let (ex, tx) = self.lower(x)?;
+                if tx != Ty::String && tx.element().is_none() {
+                    return Err(err(format!("`size` applies to strings and lists, but {} is {}", describe(x), tx.name()), needle_of(x).as_deref()));
+                }
+                Ok((Expr::Size(Box::new(ex)), Ty::Int))
+            }
+            ("ip" | "cidr", _) => Err(err(
+                "IP ranges are tested as `ip(attribute) in cidr(\"10.0.0.0/8\", …)`",
+                Some(name),
+            )),
             ("startsWith" | "endsWith" | "contains" | "matches", Some(t)) => {
                 let (et, tt) = self.lower(t)?;
                 if tt != Ty::String {
@@ -670,12 +834,43 @@ impl Env<'_> {
             }
             _ => Err(err(
                 format!(
-                    "unknown function `{name}`; available: has(attr), segment(\"name\"), semver(\"…\"), timestamp(\"…\"), duration(\"…\"), s.startsWith(x), s.endsWith(x), s.contains(x), s.matches(\"re\")"
+                    "unknown function `{name}`; available: has(attr), segment(\"name\"), semver(\"…\"), timestamp(\"…\"), duration(\"…\"), s.startsWith(x), s.endsWith(x), s.contains(x), s.matches(\"re\"), s.lowerAscii(), s.upperAscii(), size(x), ip(x) in cidr(\"…\"), list.exists(x, cond), list.all(x, cond)"
                 ),
                 Some(name),
             )),
         }
     }
+}
+
+/// `"10.0.0.0/8"`, `"2001:db8::/32"`, or one address (`"10.1.2.3"`: a /32 or /128). Bits
+/// past the prefix are cleared: `10.1.2.3/8` is `10.0.0.0/8`.
+fn parse_cidr(text: &str) -> Result<Cidr, ExprError> {
+    let bad = |why: &str| err(format!("`{text}` is not an IP range: {why}"), Some(text));
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let ip: core::net::IpAddr = addr
+        .parse()
+        .map_err(|_| bad("expected e.g. 10.0.0.0/8 or 2001:db8::/32"))?;
+    let (v6, bits, width) = match ip {
+        core::net::IpAddr::V4(a) => (false, u128::from(u32::from(a)), 32u8),
+        core::net::IpAddr::V6(a) => (true, u128::from(a), 128u8),
+    };
+    let prefix = match prefix {
+        None => width,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if n <= width && !p.starts_with('+') => n,
+            _ => return Err(bad(&format!("the prefix must be 0 to {width}"))),
+        },
+    };
+    let shift = u32::from(width - prefix);
+    let addr = bits
+        .checked_shr(shift)
+        .unwrap_or(0)
+        .checked_shl(shift)
+        .unwrap_or(0);
+    Ok(Cidr { v6, addr, prefix })
 }
 
 fn segment_name(args: &[Expression]) -> Result<String, ExprError> {

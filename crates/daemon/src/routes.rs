@@ -113,7 +113,14 @@ fn ofrep_entry(
     };
     let error_message = fields.remove("errorMessage").unwrap_or_default();
     fields.remove("errorCode");
-    let mut metadata = metadata;
+    // The flag's own metadata (`metadata:` in its rule file), then the host's, which wins.
+    let mut metadata = match (fields.remove("metadata"), metadata) {
+        (Some(JsonValue::Object(mut own)), JsonValue::Object(host)) => {
+            own.extend(host);
+            JsonValue::Object(own)
+        }
+        (_, host) => host,
+    };
     if let Some(code) = r.error_code {
         if state.ofrep_errors == OfrepErrors::Fallback {
             metadata["errorCode"] = code.as_str().into();

@@ -787,6 +787,9 @@ fn ofrep_answers_as_the_spec_defines() {
         );
         assert_eq!(by_attr["variant"], by_key["variant"]);
         assert_eq!(by_attr["metadata"]["version"], 1);
+        // The flag's own metadata, beside the host's.
+        assert_eq!(by_attr["metadata"]["policy_doc"], "PRC-7");
+        assert_eq!(by_attr["metadata"]["reviewed_quarterly"], true);
         // A wrong-typed context.
         let typed = call(
             "POST",

@@ -147,6 +147,13 @@ impl<'a> Lookup<'a> {
                         error_code: None,
                         error_message: None,
                         explain: None,
+                        // Static per flag: the serving module's, as on a local answer.
+                        metadata: self
+                            .module
+                            .manifest()
+                            .flag(flag)
+                            .map(|f| f.metadata.clone())
+                            .unwrap_or_default(),
                     },
                     source: Source::Carried,
                 }

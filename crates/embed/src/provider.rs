@@ -144,9 +144,20 @@ fn reason_of(reason: Reason) -> EvaluationReason {
     }
 }
 
+/// The flag's own metadata (`metadata:` in its rule file), then ruleset, version and sha256,
+/// which win.
 fn metadata(d: &Details) -> FlagMetadata {
-    FlagMetadata::default()
-        .with_value("ruleset", d.ruleset.clone())
+    let mut m = FlagMetadata::default();
+    for (k, v) in &d.resolution.metadata {
+        m = match v {
+            Value::Bool(b) => m.with_value(k.clone(), *b),
+            Value::Int(n) => m.with_value(k.clone(), *n),
+            Value::Float(f) => m.with_value(k.clone(), *f),
+            Value::String(s) => m.with_value(k.clone(), s.clone()),
+            _ => m,
+        };
+    }
+    m.with_value("ruleset", d.ruleset.clone())
         .with_value("version", i64::try_from(d.version).unwrap_or(i64::MAX))
         .with_value("sha256", d.sha256.clone())
 }

@@ -235,6 +235,23 @@ async fn the_openfeature_client_gives_the_golden_answers_and_targeting_key_bucke
         meta["sha256"],
         FlagMetadataValue::String(flags.served()[0].2.clone())
     );
+    // A flag's own metadata (`metadata:` in its rule file) comes with it.
+    let d = client
+        .get_float_details("FreeShippingThreshold", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        d.flag_metadata.values["policy_doc"],
+        FlagMetadataValue::String("PRC-7".into())
+    );
+    assert_eq!(
+        d.flag_metadata.values["reviewed_quarterly"],
+        FlagMetadataValue::Bool(true)
+    );
+    assert_eq!(
+        d.flag_metadata.values["ruleset"],
+        FlagMetadataValue::String("checkout".into())
+    );
     // The wrong getter is the SDK's TYPE_MISMATCH path; an unknown flag FLAG_NOT_FOUND.
     let wrong = client
         .get_bool_value("CheckoutExperienceVariant", None, None)

@@ -262,7 +262,17 @@ impl Ruleset {
                         exprs.push(a);
                         exprs.push(b);
                     }
-                    Expr::InSet(a, _) | Expr::Matches(a, _) => exprs.push(a),
+                    Expr::InSet(a, _)
+                    | Expr::Matches(a, _)
+                    | Expr::Case(_, a)
+                    | Expr::Size(a)
+                    | Expr::InCidr(a, _) => exprs.push(a),
+                    Expr::Item => {}
+                    Expr::List(xs) => exprs.extend(xs.iter()),
+                    Expr::Each { list, body, .. } => {
+                        exprs.push(list);
+                        exprs.push(body);
+                    }
                     Expr::InList(a, xs) => {
                         exprs.push(a);
                         exprs.extend(xs.iter());
@@ -462,6 +472,12 @@ impl Ruleset {
             error_code,
             error_message,
             explain: Self::explanation(d),
+            metadata: self
+                .ir
+                .flags
+                .get(d.index)
+                .map(|f| f.metadata.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -670,6 +686,16 @@ impl Ruleset {
     }
 
     fn eval<'a>(&'a self, e: &'a Expr, slots: &'a Slots<'a>) -> Out<'a> {
+        self.eval_with(e, slots, None)
+    }
+
+    /// Evaluates `e`; `item` is the element bound by an enclosing `exists`/`all`.
+    fn eval_with<'a>(
+        &'a self,
+        e: &'a Expr,
+        slots: &'a Slots<'a>,
+        item: Option<&'a V<'a>>,
+    ) -> Out<'a> {
         Ok(Some(match e {
             Expr::Lit(l) => match l {
                 Lit::Bool(b) => V::Bool(*b),
@@ -689,17 +715,29 @@ impl Ruleset {
                 Some(Slot::Missing) | None => false,
                 Some(_) => true,
             }),
-            Expr::Not(a) => match self.eval(a, slots)? {
+            Expr::Not(a) => match self.eval_with(a, slots, item)? {
                 Some(V::Bool(b)) => V::Bool(!b),
                 None => return Ok(None),
                 Some(_) => return Err(EvalError::general("`!` needs a boolean")),
             },
-            Expr::And(xs) => return self.junction(xs, slots, false),
-            Expr::Or(xs) => return self.junction(xs, slots, true),
+            Expr::And(xs) => return self.junction(xs, slots, item, false),
+            Expr::Or(xs) => return self.junction(xs, slots, item, true),
             Expr::Cmp(op, a, b) => {
-                let (Some(a), Some(b)) = (self.eval(a, slots)?, self.eval(b, slots)?) else {
+                let (Some(a), Some(b)) = (
+                    self.eval_with(a, slots, item)?,
+                    self.eval_with(b, slots, item)?,
+                ) else {
                     return Ok(None);
                 };
+                if let (Some(x), Some(y)) = (a.items(), b.items()) {
+                    // Lists are compared for equality only (the compiler refuses ordering):
+                    // the same length and each element equal, in order.
+                    let equal = x.len() == y.len()
+                        && x.iter()
+                            .zip(y)
+                            .all(|(p, q)| compare(p, q) == Some(Ordering::Equal));
+                    return Ok(Some(V::Bool(equal == (*op == CmpOp::Eq))));
+                }
                 let ord = compare(&a, &b)
                     .ok_or_else(|| EvalError::general("operands cannot be compared"))?;
                 V::Bool(match op {
@@ -712,7 +750,7 @@ impl Ruleset {
                 })
             }
             Expr::InSet(a, s) => {
-                let Some(a) = self.eval(a, slots)? else {
+                let Some(a) = self.eval_with(a, slots, item)? else {
                     return Ok(None);
                 };
                 let set = self
@@ -721,14 +759,16 @@ impl Ruleset {
                     .get(*s as usize)
                     .ok_or_else(|| EvalError::general("set out of range"))?;
                 V::Bool(match (set, &a) {
-                    (SetIr::Strings(items), V::Str(x)) => {
+                    (SetIr::Strings(items), V::Str(_) | V::Text(_)) => {
+                        let x = a.text().unwrap_or_default();
                         items.binary_search_by(|i| i.as_str().cmp(x)).is_ok()
                     }
                     (SetIr::Ints(items), V::Int(x)) => items.binary_search(x).is_ok(),
                     (SetIr::Ints(items), V::Float(_)) => items
                         .iter()
                         .any(|i| compare(&V::Int(*i), &a) == Some(Ordering::Equal)),
-                    (SetIr::Hashed { key, digests }, V::Str(x)) => {
+                    (SetIr::Hashed { key, digests }, V::Str(_) | V::Text(_)) => {
+                        let x = a.text().unwrap_or_default();
                         digests.binary_search(&SetIr::digest_str(*key, x)).is_ok()
                     }
                     (SetIr::Hashed { key, digests }, V::Int(x)) => {
@@ -746,12 +786,12 @@ impl Ruleset {
                 })
             }
             Expr::InList(a, xs) => {
-                let Some(a) = self.eval(a, slots)? else {
+                let Some(a) = self.eval_with(a, slots, item)? else {
                     return Ok(None);
                 };
                 let mut unknown = false;
                 for x in xs {
-                    match self.eval(x, slots)? {
+                    match self.eval_with(x, slots, item)? {
                         Some(x) if compare(&a, &x) == Some(Ordering::Equal) => {
                             return Ok(Some(V::Bool(true)))
                         }
@@ -765,7 +805,9 @@ impl Ruleset {
                 V::Bool(false)
             }
             Expr::InAttr(a, i) => {
-                let (Some(a), Some(list)) = (self.eval(a, slots)?, self.slot(slots, *i)?) else {
+                let (Some(a), Some(list)) =
+                    (self.eval_with(a, slots, item)?, self.slot(slots, *i)?)
+                else {
                     return Ok(None);
                 };
                 let V::List(items) = list else {
@@ -778,10 +820,13 @@ impl Ruleset {
                 )
             }
             Expr::Str(op, a, b) => {
-                let (Some(a), Some(b)) = (self.eval(a, slots)?, self.eval(b, slots)?) else {
+                let (Some(a), Some(b)) = (
+                    self.eval_with(a, slots, item)?,
+                    self.eval_with(b, slots, item)?,
+                ) else {
                     return Ok(None);
                 };
-                let (V::Str(a), V::Str(b)) = (a, b) else {
+                let (Some(a), Some(b)) = (a.text(), b.text()) else {
                     return Err(EvalError::general("string function on a non-string"));
                 };
                 V::Bool(match op {
@@ -791,10 +836,10 @@ impl Ruleset {
                 })
             }
             Expr::Matches(a, p) => {
-                let Some(a) = self.eval(a, slots)? else {
+                let Some(a) = self.eval_with(a, slots, item)? else {
                     return Ok(None);
                 };
-                let V::Str(a) = a else {
+                let Some(a) = a.text() else {
                     return Err(EvalError::general("`matches` on a non-string"));
                 };
                 let re = self
@@ -809,30 +854,111 @@ impl Ruleset {
                     .segments
                     .get(*s as usize)
                     .ok_or_else(|| EvalError::general("segment out of range"))?;
-                return self.eval(&seg.when, slots);
+                return self.eval_with(&seg.when, slots, None);
             }
             Expr::Arith(op, a, b) => {
-                let (Some(a), Some(b)) = (self.eval(a, slots)?, self.eval(b, slots)?) else {
+                let (Some(a), Some(b)) = (
+                    self.eval_with(a, slots, item)?,
+                    self.eval_with(b, slots, item)?,
+                ) else {
                     return Ok(None);
                 };
                 arith(*op, &a, &b).ok_or_else(|| EvalError::general("arithmetic overflow"))?
             }
-            Expr::Cond(c, a, b) => match self.eval(c, slots)? {
-                Some(V::Bool(true)) => return self.eval(a, slots),
-                Some(V::Bool(false)) => return self.eval(b, slots),
+            Expr::Cond(c, a, b) => match self.eval_with(c, slots, item)? {
+                Some(V::Bool(true)) => return self.eval_with(a, slots, item),
+                Some(V::Bool(false)) => return self.eval_with(b, slots, item),
                 None => return Ok(None),
                 Some(_) => return Err(EvalError::general("condition is not boolean")),
             },
+            Expr::Case(upper, a) => {
+                let Some(a) = self.eval_with(a, slots, item)? else {
+                    return Ok(None);
+                };
+                let Some(s) = a.text() else {
+                    return Err(EvalError::general("`lowerAscii` on a non-string"));
+                };
+                V::Text(if *upper {
+                    s.to_ascii_uppercase()
+                } else {
+                    s.to_ascii_lowercase()
+                })
+            }
+            Expr::Size(a) => match self.eval_with(a, slots, item)? {
+                None => return Ok(None),
+                Some(V::List(items)) => V::Int(i64::try_from(items.len()).unwrap_or(i64::MAX)),
+                Some(v) => {
+                    let Some(s) = v.text() else {
+                        return Err(EvalError::general("`size` of a non-string"));
+                    };
+                    V::Int(i64::try_from(s.chars().count()).unwrap_or(i64::MAX))
+                }
+            },
+            Expr::Item => item
+                .cloned()
+                .ok_or_else(|| EvalError::general("element outside `exists`/`all`"))?,
+            Expr::List(xs) => {
+                let mut items = Vec::with_capacity(xs.len());
+                for x in xs {
+                    match self.eval_with(x, slots, item)? {
+                        Some(v) => items.push(v),
+                        None => return Ok(None),
+                    }
+                }
+                V::Items(items)
+            }
+            Expr::Each { all, list, body } => {
+                let Some(list) = self.eval_with(list, slots, item)? else {
+                    return Ok(None);
+                };
+                let V::List(items) = list else {
+                    return Err(EvalError::general("`exists`/`all` needs a list"));
+                };
+                // `exists` is an `||` over the elements and `all` an `&&`: a deciding element
+                // wins, otherwise an unknown one makes the whole unknown.
+                let mut unknown = false;
+                for x in items {
+                    match self.eval_with(body, slots, Some(x))? {
+                        Some(V::Bool(b)) if b != *all => return Ok(Some(V::Bool(b))),
+                        Some(V::Bool(_)) => {}
+                        None => unknown = true,
+                        Some(_) => return Err(EvalError::general("condition is not boolean")),
+                    }
+                }
+                if unknown {
+                    return Ok(None);
+                }
+                V::Bool(*all)
+            }
+            Expr::InCidr(a, ranges) => {
+                let Some(a) = self.eval_with(a, slots, item)? else {
+                    return Ok(None);
+                };
+                let Some(s) = a.text() else {
+                    return Err(EvalError::general("`ip` of a non-string"));
+                };
+                let ip: core::net::IpAddr = s.parse().map_err(|_| EvalError {
+                    code: ErrorCode::TypeMismatch,
+                    message: format!("`{}` is not an IP address", excerpt(s)),
+                })?;
+                V::Bool(ranges.iter().any(|r| r.contains(ip)))
+            }
         }))
     }
 
     /// `&&` (`absorbing = false`) and `||` (`absorbing = true`) with CEL's commutative handling
     /// of unknowns: an absorbing operand decides; otherwise an error, then unknown, wins.
-    fn junction<'a>(&'a self, xs: &'a [Expr], slots: &'a Slots<'a>, absorbing: bool) -> Out<'a> {
+    fn junction<'a>(
+        &'a self,
+        xs: &'a [Expr],
+        slots: &'a Slots<'a>,
+        item: Option<&'a V<'a>>,
+        absorbing: bool,
+    ) -> Out<'a> {
         let mut unknown = false;
         let mut error = None;
         for x in xs {
-            match self.eval(x, slots) {
+            match self.eval_with(x, slots, item) {
                 Ok(Some(V::Bool(b))) if b == absorbing => return Ok(Some(V::Bool(absorbing))),
                 Ok(Some(V::Bool(_))) => {}
                 Ok(None) => unknown = true,
@@ -911,6 +1037,15 @@ fn flag_info(ir: &RulesetIr, f: &FlagIr) -> FlagInfo {
     }
 }
 
+/// At most 64 characters of a context string, for messages.
+fn excerpt(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// Orders two values of compatible types; `None` if the types cannot be compared.
 fn compare(a: &V, b: &V) -> Option<Ordering> {
     Some(match (a, b) {
@@ -918,7 +1053,7 @@ fn compare(a: &V, b: &V) -> Option<Ordering> {
         (V::Int(x), V::Float(y)) => (*x as f64).partial_cmp(y)?,
         (V::Float(x), V::Int(y)) => x.partial_cmp(&(*y as f64))?,
         (V::Float(x), V::Float(y)) => x.partial_cmp(y)?,
-        (V::Str(x), V::Str(y)) => x.cmp(y),
+        (V::Str(_) | V::Text(_), V::Str(_) | V::Text(_)) => a.text()?.cmp(b.text()?),
         (V::Bool(x), V::Bool(y)) => x.cmp(y),
         // SemVer 2.0 precedence: build metadata is ignored, a pre-release sorts before its
         // release, pre-release identifiers compare numerically or lexically.

@@ -3,7 +3,8 @@
 //! files were formatted; the display text is what a reviewer reads in a diff.
 
 use flagforge_model::ir::{
-    Action, ArithOp, Bucketing, CmpOp, Expr, FlagIr, Lit, RuleIr, RulesetIr, SetIr, StrOp, Window,
+    Action, ArithOp, Bucketing, Cidr, CmpOp, Expr, FlagIr, Lit, RuleIr, RulesetIr, SetIr, StrOp,
+    Window,
 };
 use flagforge_protocol::time::format_timestamp;
 
@@ -175,6 +176,28 @@ impl Renderer<'_> {
                 self.operand(a, key),
                 self.operand(b, key)
             ),
+            Expr::Case(upper, a) => format!(
+                "{}.{}()",
+                self.operand(a, key),
+                if *upper { "upperAscii" } else { "lowerAscii" }
+            ),
+            Expr::Size(a) => format!("size({})", self.expr(a, key)),
+            Expr::List(xs) => {
+                let items: Vec<String> = xs.iter().map(|x| self.expr(x, key)).collect();
+                format!("[{}]", items.join(", "))
+            }
+            // The element's name is not kept: renaming it is no change.
+            Expr::Each { all, list, body } => format!(
+                "{}.{}(it, {})",
+                self.operand(list, key),
+                if *all { "all" } else { "exists" },
+                self.expr(body, key)
+            ),
+            Expr::Item => "it".to_owned(),
+            Expr::InCidr(a, ranges) => {
+                let ranges: Vec<String> = ranges.iter().map(|r| quote(&cidr(r))).collect();
+                format!("ip({}) in cidr({})", self.expr(a, key), ranges.join(", "))
+            }
         }
     }
 
@@ -187,10 +210,25 @@ impl Renderer<'_> {
             | Expr::Has(_)
             | Expr::Segment(_)
             | Expr::Matches(..)
-            | Expr::Str(..) => s,
+            | Expr::Str(..)
+            | Expr::Case(..)
+            | Expr::Size(_)
+            | Expr::List(_)
+            | Expr::Each { .. }
+            | Expr::Item => s,
             _ => format!("({s})"),
         }
     }
+}
+
+/// A range as written: `10.0.0.0/8`, `2001:db8::/32`.
+fn cidr(r: &Cidr) -> String {
+    let addr = if r.v6 {
+        core::net::Ipv6Addr::from(r.addr).to_string()
+    } else {
+        core::net::Ipv4Addr::from(u32::try_from(r.addr).unwrap_or(0)).to_string()
+    };
+    format!("{addr}/{}", r.prefix)
 }
 
 /// A flag's variant name by index.

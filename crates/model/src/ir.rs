@@ -400,14 +400,72 @@ pub enum Expr {
     Arith(ArithOp, Box<Expr>, Box<Expr>),
     /// `c ? a : b`
     Cond(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `s.lowerAscii()` (`false`) or `s.upperAscii()` (`true`): ASCII letters only, as CEL.
+    Case(bool, Box<Expr>),
+    /// `size(x)`: Unicode code points of a string, elements of a list.
+    Size(Box<Expr>),
+    /// `ip(e) in cidr("…", …)`: the address `e` (IPv4 or IPv6 text) is in one of the ranges.
+    InCidr(Box<Expr>, Vec<Cidr>),
+    /// A list literal, compared with `==`/`!=` against a list.
+    List(Vec<Expr>),
+    /// `list.exists(x, body)` (`all: false`) or `list.all(x, body)` over a list attribute.
+    Each {
+        /// `all` rather than `exists`.
+        all: bool,
+        /// The list.
+        list: Box<Expr>,
+        /// The condition, reading the element as [`Expr::Item`].
+        body: Box<Expr>,
+    },
+    /// The element bound by the enclosing [`Expr::Each`] (they do not nest).
+    Item,
+}
+
+/// An IP range: `addr` with all but the first `prefix` bits zero. IPv4 ranges hold the
+/// address in the low 32 bits and match only IPv4 addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cidr {
+    /// IPv6 (`true`) or IPv4.
+    pub v6: bool,
+    /// The network address.
+    pub addr: u128,
+    /// Leading bits that must match (0–32 for IPv4, 0–128 for IPv6).
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the range.
+    #[must_use]
+    pub fn contains(&self, ip: core::net::IpAddr) -> bool {
+        let (v6, bits, width) = match ip {
+            core::net::IpAddr::V4(a) => (false, u128::from(u32::from(a)), 32u32),
+            core::net::IpAddr::V6(a) => (true, u128::from(a), 128u32),
+        };
+        if v6 != self.v6 || u32::from(self.prefix) > width {
+            return false;
+        }
+        let shift = width - u32::from(self.prefix);
+        bits.checked_shr(shift).unwrap_or(0) == self.addr.checked_shr(shift).unwrap_or(0)
+    }
 }
 
 impl Expr {
     /// Pushes the direct sub-expressions onto `stack` (for iterative walks of the tree).
     pub fn push_children<'a>(&'a self, stack: &mut Vec<&'a Expr>) {
         match self {
-            Expr::Lit(_) | Expr::Attr(_) | Expr::Has(_) | Expr::Segment(_) => {}
-            Expr::Not(a) | Expr::InSet(a, _) | Expr::InAttr(a, _) | Expr::Matches(a, _) => {
+            Expr::Lit(_) | Expr::Attr(_) | Expr::Has(_) | Expr::Segment(_) | Expr::Item => {}
+            Expr::List(xs) => stack.extend(xs.iter()),
+            Expr::Each { list, body, .. } => {
+                stack.push(list);
+                stack.push(body);
+            }
+            Expr::Not(a)
+            | Expr::InSet(a, _)
+            | Expr::InAttr(a, _)
+            | Expr::Matches(a, _)
+            | Expr::Case(_, a)
+            | Expr::Size(a)
+            | Expr::InCidr(a, _) => {
                 stack.push(a);
             }
             Expr::And(xs) | Expr::Or(xs) => stack.extend(xs.iter()),

@@ -247,7 +247,10 @@ impl FlagInfo {
             .variant_value(&self.on_error)
             .cloned()
             .unwrap_or_default();
-        Resolution::error(&self.key, value, Some(self.on_error.clone()), code, message)
+        Resolution {
+            metadata: self.metadata.clone(),
+            ..Resolution::error(&self.key, value, Some(self.on_error.clone()), code, message)
+        }
     }
 }
 
@@ -380,6 +383,7 @@ impl Manifest {
             error_code: record.error,
             error_message: record.error.map(|_| record.message.to_owned()),
             explain,
+            metadata: flag.metadata.clone(),
         })
     }
 
@@ -444,7 +448,7 @@ pub enum ManifestReply {
 }
 
 /// `Vec<(String, Value)>` as a map on the wire, keeping its order.
-mod pairs_as_map {
+pub(crate) mod pairs_as_map {
     use core::fmt;
 
     use serde::de::{MapAccess, Visitor};

@@ -153,6 +153,14 @@ pub struct Resolution {
     /// Present when the caller asked for an explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<Explanation>,
+    /// The flag's static metadata (`metadata:` in its rule file), OpenFeature's flag
+    /// metadata: on every answer for a flag the ruleset defines, whatever the reason.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "crate::manifest::pairs_as_map"
+    )]
+    pub metadata: Vec<(String, Value)>,
 }
 
 impl Resolution {
@@ -173,6 +181,7 @@ impl Resolution {
             error_code: Some(code),
             error_message: Some(message.into()),
             explain: None,
+            metadata: Vec::new(),
         }
     }
 }
@@ -225,6 +234,14 @@ impl Resolution {
                 "explain".into(),
                 serde_json::to_value(e).unwrap_or(serde_json::Value::Null),
             );
+        }
+        if !self.metadata.is_empty() {
+            let meta: serde_json::Map<String, serde_json::Value> = self
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect();
+            o.insert("metadata".into(), meta.into());
         }
         serde_json::Value::Object(o)
     }

@@ -120,6 +120,8 @@ class Resolution:
     error_code: str | None = None
     error_message: str | None = None
     explain: Any = None
+    # The flag's static metadata (``metadata:`` in its rule file), on every answer for it.
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass
@@ -349,6 +351,7 @@ class FlagModule:
             error_code=ERROR_CODES[code - 1] if code else None,
             error_message=message if code else None,
             explain=explain,
+            metadata=_metadata(info),
         )
         return r, explain_raw, end
 
@@ -375,14 +378,14 @@ class FlagModule:
         if info is None:
             return Resolution(key, None, "ERROR", None, "FLAG_NOT_FOUND", f"flag `{key}` is not defined in ruleset `{self.ruleset}`")
         values = {v["name"]: v["value"] for v in info["variants"]}
-        return Resolution(key, values.get(info["on_error"]), "ERROR", info["on_error"], code, message)
+        return Resolution(key, values.get(info["on_error"]), "ERROR", info["on_error"], code, message, metadata=_metadata(info))
 
     def _answer(self, key: str, context: Any, explain: bool, canonical: bool) -> Resolution:
         if key not in self.flags:
             return self.fallback(key, "FLAG_NOT_FOUND", "")
         if not explain and key in self._constant:
             c = self._constant[key]
-            return Resolution(c.key, c.value, c.reason, c.variant, c.error_code, c.error_message, None)
+            return Resolution(c.key, c.value, c.reason, c.variant, c.error_code, c.error_message, None, _metadata(self.flags[key]))
         flag = self._index[key]
         try:
             if canonical:
@@ -447,11 +450,20 @@ class FlagModule:
             fields.append(("error_message", r.error_message))
         if r.explain is not None:
             fields.append(("explain", r.explain))
+        if r.metadata:
+            # Keys in UTF-8 byte order, as every host writes maps.
+            fields.append(("metadata", dict(sorted(r.metadata.items(), key=lambda kv: kv[0].encode("utf-8")))))
         return msgpack.packb(dict(fields), use_bin_type=True)
 
     def _encode_list(self, results: list[Resolution]) -> bytes:
         packer = msgpack.Packer(use_bin_type=True)
         return packer.pack_array_header(len(results)) + b"".join(self._encode(r) for r in results)
+
+
+def _metadata(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A flag's metadata from the manifest, copied (callers may change their answers)."""
+    m = info.get("metadata")
+    return dict(m) if m else None
 
 
 def decode_result(raw: bytes) -> Resolution:
@@ -465,6 +477,7 @@ def decode_result(raw: bytes) -> Resolution:
         error_code=m.get("error_code"),
         error_message=m.get("error_message"),
         explain=m.get("explain"),
+        metadata=m.get("metadata"),
     )
 
 

@@ -103,6 +103,8 @@ class FlagforgeProvider(AbstractProvider):
         if kind not in want:
             return FlagResolutionDetails(default, ErrorCode.TYPE_MISMATCH, f"flag `{key}` is {kind}", Reason.ERROR, flag_metadata=meta)
         r = module.evaluate(key, _context(ctx))
+        # The flag's own metadata, then the provider's (ruleset, sha256), which win.
+        meta = {**(r.metadata or {}), **meta}
         if r.error_code is not None:
             return FlagResolutionDetails(default, ErrorCode(r.error_code), r.error_message, Reason.ERROR, r.variant, meta)
         value = r.value

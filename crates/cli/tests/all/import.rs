@@ -182,7 +182,10 @@ fn flagd_import_keeps_every_users_bucket() {
                 "ticket": "DS-12", "reviewed": true, "weight": 3 })
     );
     let keys: Vec<&String> = header["metadata"].as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["team", "flagSetId", "owner", "ticket", "reviewed", "weight"]);
+    assert_eq!(
+        keys,
+        ["team", "flagSetId", "owner", "ticket", "reviewed", "weight"]
+    );
 
     const USERS: usize = 120;
     let mut queries = Vec::new();

@@ -71,6 +71,7 @@ pub fn canned() -> Resolution {
         error_code: None,
         error_message: None,
         explain: None,
+        metadata: Vec::new(),
     }
 }
 
