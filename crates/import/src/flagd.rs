@@ -523,6 +523,16 @@ struct Schema {
 
 impl Schema {
     fn require(&mut self, attr: &str, ty: Ty, path: &str) {
+        if attr == "targetingKey" && ty != Ty::String {
+            self.clashes.push(err(
+                path,
+                &format!(
+                    "`targetingKey` is a string (OpenFeature's targeting key) but is used as a {} here",
+                    ty.name()
+                ),
+            ));
+            return;
+        }
         match self.types.get(attr) {
             Some((t, _)) if *t == ty => {}
             Some((t, first)) => self.clashes.push(err(
@@ -1347,4 +1357,87 @@ fn child(path: &str, key: &str) -> String {
 
 fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            ruleset: "t".into(),
+            expires: "2030-01-01".into(),
+            owner: "team".into(),
+            source: "t.json".into(),
+        }
+    }
+
+    fn rules_of(targeting: &str) -> String {
+        let doc = format!(
+            r#"{{"flags": {{"f": {{"state": "ENABLED", "variants": {{"on": true, "off": false}},
+                "defaultVariant": "off", "targeting": {targeting}}}}}}}"#
+        );
+        let yaml = import(&doc, &opts(), Fractional::V2)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .yaml;
+        yaml.split_once("    rules:\n")
+            .map_or(String::new(), |(_, r)| r.to_owned())
+    }
+
+    #[test]
+    fn versions_are_completed_as_flagd_reads_them() {
+        let v = |s| full_version(s).map(|v| v.to_string());
+        assert_eq!(v("v1.2").as_deref(), Some("1.2.0"));
+        assert_eq!(v("2").as_deref(), Some("2.0.0"));
+        assert_eq!(v("1.2.3-rc.1+b5").as_deref(), Some("1.2.3-rc.1+b5"));
+        assert_eq!(v("1.2-beta").as_deref(), Some("1.2.0-beta"));
+        assert_eq!(v("one"), None);
+    }
+
+    #[test]
+    fn parentheses_only_where_precedence_needs_them() {
+        assert_eq!(wrap_and("a == 1 || b == 2"), "(a == 1 || b == 2)");
+        assert_eq!(wrap_and("a == 1 && b == 2"), "a == 1 && b == 2");
+        assert_eq!(wrap_and(r#"x == "a || b""#), r#"x == "a || b""#);
+        assert_eq!(wrap_or("a && b"), "(a && b)");
+        assert_eq!(wrap_not("x.startsWith(\"a b\")"), "x.startsWith(\"a b\")");
+        assert_eq!(wrap_not("has(x) && x"), "(has(x) && x)");
+    }
+
+    #[test]
+    fn a_negated_comparison_is_false_for_a_missing_attribute_as_in_flagd() {
+        let r = rules_of(r#"{"if": [{"!": {"==": [{"var": "tier"}, "gold"]}}, "on", "off"]}"#);
+        assert!(
+            r.contains(r#"when: '!(has(tier) && tier == "gold")'"#),
+            "{r}"
+        );
+        let r = rules_of(r#"{"if": [{"!=": [{"var": "tier"}, "gold"]}, "on", null]}"#);
+        assert!(r.contains(r#"when: '!has(tier) || tier != "gold"'"#), "{r}");
+        // Not under a negation: the plain comparison (unknown and false agree there).
+        let r = rules_of(r#"{"if": [{"==": [{"var": "tier"}, "gold"]}, "on", null]}"#);
+        assert!(r.contains(r#"when: 'tier == "gold"'"#), "{r}");
+    }
+
+    #[test]
+    fn nested_ifs_become_conjunctions_and_stop_where_flagd_serves_the_default() {
+        let r = rules_of(
+            r#"{"if": [{"==": [{"var": "a"}, "x"]},
+                      {"if": [{"==": [{"var": "b"}, "y"]}, "on"]},
+                      "on"]}"#,
+        );
+        assert_eq!(
+            r,
+            "      - when: 'a == \"x\" && b == \"y\"'\n        serve: on\n      \
+             - when: 'a == \"x\"'\n        serve: off   # flagd: no variant here, the default\n      \
+             - serve: on\n"
+        );
+    }
+
+    #[test]
+    fn the_targeting_key_is_a_string() {
+        let doc = r#"{"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false},
+            "defaultVariant": "off", "targeting": {"if": [{"==": [{"var": "targetingKey"}, 7]}, "on", null]}}}}"#;
+        let e = import(doc, &opts(), Fractional::V2).unwrap_err();
+        assert!(e[0].reason.contains("targetingKey"), "{e:?}");
+    }
 }

@@ -159,7 +159,8 @@ fn flagd_import_keeps_every_users_bucket() {
     assert!(yaml.contains("ticket: DS-12"), "metadata carried:\n{yaml}");
     assert!(yaml.contains("owner: design-system"), "{yaml}");
 
-    // Metadata reaches the module's manifest, in file order (flag set's, then the flag's).
+    // Metadata reaches the module's manifest (the flag set's and the flag's), keys in UTF-8
+    // order as every host writes maps.
     let module = dir.path().join("shop.wasm");
     let o = flagforge(&[
         "build",
@@ -184,7 +185,7 @@ fn flagd_import_keeps_every_users_bucket() {
     let keys: Vec<&String> = header["metadata"].as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["team", "flagSetId", "owner", "ticket", "reviewed", "weight"]
+        ["flagSetId", "owner", "reviewed", "team", "ticket", "weight"]
     );
 
     const USERS: usize = 120;
