@@ -607,17 +607,11 @@ impl Env<'_> {
                 Some(name),
             ));
         }
-        let (e, t) = self.lower(addr)?;
-        if t != Ty::String {
-            return Err(err(
-                format!(
-                    "`ip` reads an address from a string, but {} is {}",
-                    describe(addr),
-                    t.name()
-                ),
-                needle_of(addr).as_deref(),
-            ));
-        }
+        let (e, _) = self.operand(
+            addr,
+            |t| t == Ty::String,
+            "`ip` reads an address from a string",
+        )?;
         if ranges.is_empty() {
             return Err(err(
                 format!("`cidr` needs at least one range: {usage}"),
@@ -635,6 +629,24 @@ impl Env<'_> {
             out.push(parse_cidr(text)?);
         }
         Ok((Expr::InCidr(Box::new(e), out), Ty::Bool))
+    }
+
+    /// Lowers `x`, which must have a type `accepts`: otherwise "{what}, but `x` is TYPE".
+    fn operand(
+        &mut self,
+        x: &Expression,
+        accepts: impl Fn(Ty) -> bool,
+        what: &str,
+    ) -> Result<(Expr, Ty), ExprError> {
+        let (e, t) = self.lower(x)?;
+        if accepts(t) {
+            Ok((e, t))
+        } else {
+            Err(err(
+                format!("{what}, but {} is {}", describe(x), t.name()),
+                needle_of(x).as_deref(),
+            ))
+        }
     }
 
     fn unknown_segment(&self, name: &str) -> ExprError {
@@ -781,10 +793,7 @@ impl Env<'_> {
                 Ok((Expr::Each { all: name == "all", list: Box::new(el), body: Box::new(eb) }, Ty::Bool))
             }
             ("lowerAscii" | "upperAscii", Some(t)) => {
-                let (et, tt) = self.lower(t)?;
-                if tt != Ty::String {
-                    return Err(err(format!("`{name}` applies to strings, but {} is {}", describe(t), tt.name()), needle_of(t).as_deref()));
-                }
+                let (et, _) = self.operand(t, |t| t == Ty::String, &format!("`{name}` applies to strings"))?;
                 if !args.is_empty() {
                     return Err(err(format!("`{name}` takes no argument: `s.{name}()`"), Some(name)));
                 }
@@ -795,10 +804,7 @@ impl Env<'_> {
                     (Some(t), []) | (None, [t]) => t,
                     _ => return Err(err("`size` takes one string or list: `size(x)` or `x.size()`", Some(name))),
                 };
-                let (ex, tx) = self.lower(x)?;
-                if tx != Ty::String && tx.element().is_none() {
-                    return Err(err(format!("`size` applies to strings and lists, but {} is {}", describe(x), tx.name()), needle_of(x).as_deref()));
-                }
+                let (ex, _) = self.operand(x, |t| t == Ty::String || t.element().is_some(), "`size` applies to strings and lists")?;
                 Ok((Expr::Size(Box::new(ex)), Ty::Int))
             }
             ("ip" | "cidr", _) => Err(err(
@@ -806,10 +812,7 @@ impl Env<'_> {
                 Some(name),
             )),
             ("startsWith" | "endsWith" | "contains" | "matches", Some(t)) => {
-                let (et, tt) = self.lower(t)?;
-                if tt != Ty::String {
-                    return Err(err(format!("`{name}` applies to strings, but {} is {}", describe(t), tt.name()), needle_of(t).as_deref()));
-                }
+                let (et, _) = self.operand(t, |t| t == Ty::String, &format!("`{name}` applies to strings"))?;
                 let [arg] = args else {
                     return Err(err(format!("`{name}` takes one argument"), Some(name)));
                 };
@@ -853,10 +856,7 @@ fn parse_cidr(text: &str) -> Result<Cidr, ExprError> {
     let ip: core::net::IpAddr = addr
         .parse()
         .map_err(|_| bad("expected e.g. 10.0.0.0/8 or 2001:db8::/32"))?;
-    let (v6, bits, width) = match ip {
-        core::net::IpAddr::V4(a) => (false, u128::from(u32::from(a)), 32u8),
-        core::net::IpAddr::V6(a) => (true, u128::from(a), 128u8),
-    };
+    let (v6, bits, width) = Cidr::bits(ip);
     let prefix = match prefix {
         None => width,
         Some(p) => match p.parse::<u8>() {

@@ -24,20 +24,9 @@ pub(crate) enum V<'a> {
     Time(i64),
     Duration(i64),
     List(&'a [V<'a>]),
-    /// A list computed by the rules (a list literal).
-    Items(Vec<V<'a>>),
 }
 
 impl V<'_> {
-    /// The elements, of a list attribute or a list literal.
-    pub(crate) fn items(&self) -> Option<&[V<'_>]> {
-        match self {
-            V::List(items) => Some(items),
-            V::Items(items) => Some(items),
-            _ => None,
-        }
-    }
-
     /// The string, read from the context or computed.
     pub(crate) fn text(&self) -> Option<&str> {
         match self {

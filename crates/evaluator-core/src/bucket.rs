@@ -29,10 +29,20 @@ pub fn murmur3(bytes: &[u8], seed: u32) -> u32 {
 /// murmur3 x86_32 of `seed ++ value` with hash seed 0 (flagd v2).
 #[must_use]
 pub fn hash(seed: &str, value: &str) -> u32 {
-    let mut bytes = Vec::with_capacity(seed.len() + value.len());
-    bytes.extend_from_slice(seed.as_bytes());
-    bytes.extend_from_slice(value.as_bytes());
-    murmur3(&bytes, 0)
+    murmur3(&joined(seed, "", Key::Str(value)), 0)
+}
+
+/// `seed ++ separator ++ value`, an integer value as its base-10 text: what flagd v2 and
+/// Unleash hash.
+fn joined(seed: &str, separator: &str, key: Key<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(seed.len() + separator.len() + 20);
+    out.extend_from_slice(seed.as_bytes());
+    out.extend_from_slice(separator.as_bytes());
+    match key {
+        Key::Str(s) => out.extend_from_slice(s.as_bytes()),
+        Key::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+    }
+    out
 }
 
 /// The flagd bucket in `[0, total)` for a hash.
@@ -110,23 +120,11 @@ pub fn flagd_v3_bytes(seed: &str, key: Key<'_>, pair: bool) -> Vec<u8> {
 /// The bucket in `[0, total)` for `key` under `algorithm`; `total` must be above 0.
 #[must_use]
 pub fn bucket_of(algorithm: Bucketing, seed: &str, key: Key<'_>, total: u64) -> u64 {
-    let text;
-    let value = match key {
-        Key::Str(s) => s,
-        Key::Int(n) => {
-            text = n.to_string();
-            text.as_str()
-        }
-    };
     match algorithm {
-        Bucketing::FlagdV2 => bucket(hash(seed, value), total),
+        Bucketing::FlagdV2 => bucket(murmur3(&joined(seed, "", key), 0), total),
         Bucketing::FlagdV3 { pair } => bucket(murmur3(&flagd_v3_bytes(seed, key, pair), 0), total),
         Bucketing::Unleash { hash_seed } => {
-            let mut bytes = Vec::with_capacity(seed.len() + 1 + value.len());
-            bytes.extend_from_slice(seed.as_bytes());
-            bytes.push(b':');
-            bytes.extend_from_slice(value.as_bytes());
-            u64::from(murmur3(&bytes, hash_seed)) % total
+            u64::from(murmur3(&joined(seed, ":", key), hash_seed)) % total
         }
     }
 }

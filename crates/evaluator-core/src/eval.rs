@@ -723,21 +723,15 @@ impl Ruleset {
             Expr::And(xs) => return self.junction(xs, slots, item, false),
             Expr::Or(xs) => return self.junction(xs, slots, item, true),
             Expr::Cmp(op, a, b) => {
+                if let Expr::List(xs) = b.as_ref() {
+                    return self.list_equality(*op, a, xs, slots, item);
+                }
                 let (Some(a), Some(b)) = (
                     self.eval_with(a, slots, item)?,
                     self.eval_with(b, slots, item)?,
                 ) else {
                     return Ok(None);
                 };
-                if let (Some(x), Some(y)) = (a.items(), b.items()) {
-                    // Lists are compared for equality only (the compiler refuses ordering):
-                    // the same length and each element equal, in order.
-                    let equal = x.len() == y.len()
-                        && x.iter()
-                            .zip(y)
-                            .all(|(p, q)| compare(p, q) == Some(Ordering::Equal));
-                    return Ok(Some(V::Bool(equal == (*op == CmpOp::Eq))));
-                }
                 let ord = compare(&a, &b)
                     .ok_or_else(|| EvalError::general("operands cannot be compared"))?;
                 V::Bool(match op {
@@ -897,15 +891,8 @@ impl Ruleset {
             Expr::Item => item
                 .cloned()
                 .ok_or_else(|| EvalError::general("element outside `exists`/`all`"))?,
-            Expr::List(xs) => {
-                let mut items = Vec::with_capacity(xs.len());
-                for x in xs {
-                    match self.eval_with(x, slots, item)? {
-                        Some(v) => items.push(v),
-                        None => return Ok(None),
-                    }
-                }
-                V::Items(items)
+            Expr::List(_) => {
+                return Err(EvalError::general("a list literal outside `==`/`!=`"));
             }
             Expr::Each { all, list, body } => {
                 let Some(list) = self.eval_with(list, slots, item)? else {
@@ -944,6 +931,41 @@ impl Ruleset {
                 V::Bool(ranges.iter().any(|r| r.contains(ip)))
             }
         }))
+    }
+
+    /// `list == [..]` (`!=` with `op` `Ne`): the same length and each element equal, in order,
+    /// compared against the literal's elements in place. Lists are compared for equality only
+    /// (the compiler refuses ordering); an unknown operand or element makes it unknown.
+    fn list_equality<'a>(
+        &'a self,
+        op: CmpOp,
+        list: &'a Expr,
+        xs: &'a [Expr],
+        slots: &'a Slots<'a>,
+        item: Option<&'a V<'a>>,
+    ) -> Out<'a> {
+        let items = match self.eval_with(list, slots, item)? {
+            Some(V::List(items)) => Some(items),
+            None => None,
+            Some(_) => return Err(EvalError::general("operands cannot be compared")),
+        };
+        let mut unknown = items.is_none();
+        let mut equal = items.is_some_and(|l| l.len() == xs.len());
+        for (i, x) in xs.iter().enumerate() {
+            match self.eval_with(x, slots, item)? {
+                None => unknown = true,
+                Some(q) => {
+                    equal = equal
+                        && items
+                            .and_then(|l| l.get(i))
+                            .is_some_and(|p| compare(p, &q) == Some(Ordering::Equal));
+                }
+            }
+        }
+        if unknown {
+            return Ok(None);
+        }
+        Ok(Some(V::Bool(equal == (op == CmpOp::Eq))))
     }
 
     /// `&&` (`absorbing = false`) and `||` (`absorbing = true`) with CEL's commutative handling

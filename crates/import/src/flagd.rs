@@ -84,22 +84,16 @@ pub fn import(
         }
     }
     let empty = Map::new();
-    let evaluators = match root.get("$evaluators") {
+    let mut object = |key: &str, reason: &str| match root.get(key) {
         None => &empty,
         Some(Value::Object(m)) => m,
         Some(_) => {
-            errors.push(err("$.$evaluators", "must be an object of named rules"));
+            errors.push(err(&child("$", key), reason));
             &empty
         }
     };
-    let set_metadata = match root.get("metadata") {
-        None => &empty,
-        Some(Value::Object(m)) => m,
-        Some(_) => {
-            errors.push(err("$.metadata", "must be an object"));
-            &empty
-        }
-    };
+    let evaluators = object("$evaluators", "must be an object of named rules");
+    let set_metadata = object("metadata", "must be an object");
     let Some(flags) = root.get("flags").and_then(Value::as_object) else {
         errors.push(err("$.flags", "missing, or not an object of flags"));
         return Err(errors);

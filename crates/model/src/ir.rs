@@ -434,17 +434,23 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// An address as (IPv6?, its bits, its width in bits): IPv4 in the low 32 bits.
+    #[must_use]
+    pub fn bits(ip: core::net::IpAddr) -> (bool, u128, u8) {
+        match ip {
+            core::net::IpAddr::V4(a) => (false, u128::from(u32::from(a)), 32),
+            core::net::IpAddr::V6(a) => (true, u128::from(a), 128),
+        }
+    }
+
     /// Whether `ip` is in the range.
     #[must_use]
     pub fn contains(&self, ip: core::net::IpAddr) -> bool {
-        let (v6, bits, width) = match ip {
-            core::net::IpAddr::V4(a) => (false, u128::from(u32::from(a)), 32u32),
-            core::net::IpAddr::V6(a) => (true, u128::from(a), 128u32),
-        };
-        if v6 != self.v6 || u32::from(self.prefix) > width {
+        let (v6, bits, width) = Self::bits(ip);
+        if v6 != self.v6 || self.prefix > width {
             return false;
         }
-        let shift = width - u32::from(self.prefix);
+        let shift = u32::from(width - self.prefix);
         bits.checked_shr(shift).unwrap_or(0) == self.addr.checked_shr(shift).unwrap_or(0)
     }
 }
